@@ -1,0 +1,138 @@
+"""Cost of Mixture Normalization against Batch Normalization, measured side by side.
+
+Run:  python benchmarks/norm_overhead.py [--device cuda] [--memory-format channels_last]
+
+Times, in one process and interleaved round by round (so drift hits both alike):
+1. one whole DCGAN training step (D step on real + fake, then G step; Adam,
+   batch 64, non-saturating BCE loss) with every norm layer BN, then MN;
+2. each norm layer alone, forward + backward, at the DCGAN's norm shapes.
+Prints medians and the MN/BN ratio. Inputs are random tensors: the cost of
+either layer does not depend on the values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gan_mn.models import Discriminator, Generator
+from gan_mn.norm import make_norm
+
+# (name, shape) of every norm layer in the standard 32x32 DCGAN at batch 64.
+LAYER_SHAPES = [
+    ("G 512@4x4", (64, 512, 4, 4)),
+    ("G 256@8x8", (64, 256, 8, 8)),
+    ("G 128@16x16", (64, 128, 16, 16)),
+    ("D 128@8x8", (64, 128, 8, 8)),
+    ("D 256@4x4", (64, 256, 4, 4)),
+]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_step(norm: str, device: torch.device, fmt: torch.memory_format,
+              batch: int, num_components: int) -> Callable[[], None]:
+    """A closure running one full GAN training step with ``norm`` everywhere."""
+    kw = {"num_components": num_components} if norm == "mn" else {}
+    g = Generator(norm=norm, norm_kwargs=kw).to(device, memory_format=fmt)
+    d = Discriminator(norm=norm, norm_kwargs=kw).to(device, memory_format=fmt)
+    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real = (torch.rand(batch, 3, 32, 32, device=device) * 2 - 1).contiguous(memory_format=fmt)
+    ones = torch.ones(batch, device=device)
+    zeros = torch.zeros(batch, device=device)
+
+    def step() -> None:
+        z = torch.randn(batch, g.z_dim, device=device)
+        fake = g(z)
+        loss_d = (F.binary_cross_entropy_with_logits(d(real), ones)
+                  + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
+def make_layer_step(norm: str, shape: tuple[int, ...], device: torch.device,
+                    fmt: torch.memory_format, num_components: int) -> Callable[[], None]:
+    """A closure running one forward + backward of a single norm layer."""
+    kw = {"num_components": num_components} if norm == "mn" else {}
+    layer: nn.Module = make_norm(norm, shape[1], **kw).to(device)
+    x = torch.randn(shape, device=device).relu().contiguous(memory_format=fmt)
+    x.requires_grad_(True)
+    grad = torch.randn(shape, device=device).contiguous(memory_format=fmt)
+
+    def step() -> None:
+        x.grad = None
+        layer(x).backward(grad)
+
+    return step
+
+
+def race(fns: dict[str, Callable[[], None]], rounds: int, reps: int, warmup: int,
+         device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each function, interleaving them round by round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) / reps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--memory-format", choices=["contiguous", "channels_last"],
+                   default="contiguous")
+    p.add_argument("--num-components", type=int, default=3)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--reps", type=int, default=3, help="calls per timed round")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--skip-layers", action="store_true", help="only the whole step")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    fmt = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}[
+        args.memory_format]
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"memory format {args.memory_format}, MN K={args.num_components}, batch {args.batch}")
+
+    steps = {n: make_step(n, device, fmt, args.batch, args.num_components) for n in ("bn", "mn")}
+    t = race(steps, args.rounds, args.reps, args.warmup, device)
+    print(f"{'whole G+D step':<16} BN {t['bn'] * 1e3:8.2f} ms   MN {t['mn'] * 1e3:8.2f} ms"
+          f"   MN/BN {t['mn'] / t['bn']:.3f}x")
+    if args.skip_layers:
+        return
+    for name, shape in LAYER_SHAPES:
+        fns = {n: make_layer_step(n, shape, device, fmt, args.num_components)
+               for n in ("bn", "mn")}
+        t = race(fns, args.rounds, args.reps * 5, args.warmup, device)
+        print(f"{name:<16} BN {t['bn'] * 1e3:8.3f} ms   MN {t['mn'] * 1e3:8.3f} ms"
+              f"   MN/BN {t['mn'] / t['bn']:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

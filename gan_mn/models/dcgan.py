@@ -1,0 +1,91 @@
+"""DCGAN generator and discriminator (Radford et al.) whose norm layers are chosen per layer.
+
+The default widths are the standard DCGAN for 32x32 images:
+generator ``z -> 512@4x4 -> 256@8x8 -> 128@16x16 -> 3@32x32`` and discriminator
+``3@32x32 -> 64@16x16 -> 128@8x8 -> 256@4x4 -> 1``. As in the paper, the
+discriminator's first layer and the generator's output layer have no norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gan_mn.norm import make_norm
+
+NormSpec = str | Sequence[str]
+
+
+def _per_layer(norm: NormSpec, count: int, name: str) -> list[str]:
+    """One norm kind per normalized layer: a single kind, or a list of ``count``."""
+    kinds = [norm] * count if isinstance(norm, str) else list(norm)
+    if len(kinds) != count:
+        raise ValueError(f"{name} needs {count} norm kinds (one per layer), got {len(kinds)}")
+    return kinds
+
+
+def _init_dcgan(module: nn.Module) -> None:
+    """DCGAN initialisation: conv weights ~ N(0, 0.02), norm scales ~ N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif getattr(m, "weight", None) is not None and hasattr(m, "running_mean"):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """Maps latents ``(N, z_dim)`` to images ``(N, 3, 32, 32)`` in ``[-1, 1]``."""
+
+    def __init__(self, z_dim: int = 100, channels: Sequence[int] = (512, 256, 128),
+                 out_channels: int = 3, norm: NormSpec = "bn",
+                 norm_kwargs: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if z_dim < 1:
+            raise ValueError(f"z_dim must be positive, got {z_dim}")
+        self.z_dim = z_dim
+        kinds = _per_layer(norm, len(channels), "generator norm")
+        kw = dict(norm_kwargs or {})
+        layers: list[nn.Module] = []
+        prev = z_dim
+        for i, (width, kind) in enumerate(zip(channels, kinds, strict=True)):
+            stride, pad = (1, 0) if i == 0 else (2, 1)
+            layers += [nn.ConvTranspose2d(prev, width, 4, stride, pad, bias=kind == "none"),
+                       make_norm(kind, width, **(kw if kind != "none" else {})),
+                       nn.ReLU(inplace=True)]
+            prev = width
+        layers += [nn.ConvTranspose2d(prev, out_channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        _init_dcgan(self)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.reshape(z.shape[0], self.z_dim, 1, 1))
+
+    def sample_latent(self, n: int, device: torch.device | str | None = None) -> Tensor:
+        """Standard normal latents for ``n`` images."""
+        return torch.randn(n, self.z_dim, device=device)
+
+
+class Discriminator(nn.Module):
+    """Maps images ``(N, 3, 32, 32)`` to logits ``(N,)``."""
+
+    def __init__(self, channels: Sequence[int] = (64, 128, 256), in_channels: int = 3,
+                 norm: NormSpec = "bn", norm_kwargs: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        kinds = _per_layer(norm, len(channels) - 1, "discriminator norm")
+        kw = dict(norm_kwargs or {})
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 4, 2, 1),
+                                   nn.LeakyReLU(0.2, inplace=True)]
+        for prev, width, kind in zip(channels[:-1], channels[1:], kinds, strict=True):
+            layers += [nn.Conv2d(prev, width, 4, 2, 1, bias=kind == "none"),
+                       make_norm(kind, width, **(kw if kind != "none" else {})),
+                       nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(channels[-1], 1, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+        _init_dcgan(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).flatten()

@@ -1,0 +1,7 @@
+"""Normalization layers: Mixture Normalization, the norm factory, standing statistics."""
+
+from gan_mn.norm.factory import NORM_KINDS, make_norm
+from gan_mn.norm.mixture import MixtureNorm2d
+from gan_mn.norm.standing import standing_statistics
+
+__all__ = ["NORM_KINDS", "MixtureNorm2d", "make_norm", "standing_statistics"]

@@ -1,0 +1,206 @@
+"""Gaussian-mixture estimation on mini-batch activations, as batched tensor ops.
+
+The activations ``(N, C, H, W)`` are treated as ``M = N*H*W`` samples in ``R^C``
+(BN's convention). :class:`SampleView` presents them that way *without copying*,
+for both memory formats, so that every reduction over samples and every
+per-sample expansion of a ``(K, C)`` table is one matrix product:
+
+- channels-last input: samples are the rows of an ``(M, C)`` view and the
+  posteriors an ``(M, K)`` matrix;
+- contiguous (NCHW) input: samples are the columns of ``N`` blocks ``(C, L)``
+  (``L = H*W``) and the posteriors an ``(N, K, L)`` tensor.
+
+All functions here are plain differentiable torch code: the autograd Function in
+:mod:`gan_mn.norm.functional` runs them without grad and supplies an analytic
+backward; the reference path (posteriors not detached) differentiates them.
+No function here synchronises with the host.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+# Smallest responsibility mass and mixture weight used as a divisor: keeps an
+# empty component finite (its posteriors are ~0, so it contributes nothing).
+TINY = 1e-12
+
+
+class SampleView:
+    """``(N, C, H, W)`` activations as ``M`` samples in ``R^C``, no copy."""
+
+    def __init__(self, data: Tensor, shape: torch.Size, channels_last: bool) -> None:
+        self.data = data
+        self.shape = shape
+        self.channels_last = channels_last
+        self.num_samples = shape[0] * shape[2] * shape[3]
+
+    @classmethod
+    def of(cls, x: Tensor) -> SampleView:
+        """View ``x`` as samples; its memory format picks the layout."""
+        n, c, h, w = x.shape
+        # A 1x1 map is both contiguous and channels-last: take the NCHW branch.
+        channels_last = not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        data = x.permute(0, 2, 3, 1).reshape(-1, c) if channels_last else x.reshape(n, c, h * w)
+        return cls(data, x.shape, channels_last)
+
+    def like(self, x: Tensor) -> Tensor:
+        """Another ``(N, C, H, W)`` tensor in this view's sample layout."""
+        if self.channels_last:
+            return x.permute(0, 2, 3, 1).reshape(self.num_samples, -1)
+        return x.reshape(self.shape[0], self.shape[1], -1)
+
+    def output(self, t: Tensor) -> Tensor:
+        """Back from sample layout to ``(N, C, H, W)`` (same memory format)."""
+        n, c, h, w = self.shape
+        if self.channels_last:
+            return t.reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return t.reshape(n, c, h, w)
+
+    def col(self, v: Tensor) -> Tensor:
+        """A per-channel (or per-component) vector, shaped to broadcast over samples."""
+        return v if self.channels_last else v.unsqueeze(-1)
+
+    def project(self, t: Tensor, w: Tensor) -> Tensor:
+        """``sum_c t_ic w_kc``: samples x ``(K, C)`` -> posterior layout."""
+        return t @ w.t() if self.channels_last else w @ t
+
+    def reduce(self, a: Tensor | None, t: Tensor) -> Tensor:
+        """``sum_i a_ik t_ic`` -> ``(K, C)``; ``a=None`` is one component of ones."""
+        if a is None:
+            dims = 0 if self.channels_last else (0, 2)
+            return t.sum(dims).unsqueeze(0)
+        if self.channels_last:
+            return a.t() @ t
+        return torch.bmm(a, t.transpose(1, 2)).sum(0)
+
+    def expand(self, a: Tensor | None, u: Tensor) -> Tensor:
+        """``sum_k a_ik u_kc`` for every sample (broadcastable when ``a=None``)."""
+        if a is None:
+            return self.col(u[0])
+        return a @ u if self.channels_last else u.t() @ a
+
+    def mass(self, a: Tensor | None) -> Tensor:
+        """``sum_i a_ik`` -> ``(K,)``."""
+        if a is None:
+            return torch.full((1,), float(self.num_samples), device=self.data.device,
+                              dtype=self.data.dtype)
+        return a.sum(0) if self.channels_last else a.sum((0, 2))
+
+    def pick(self, index: Tensor) -> Tensor:
+        """Rows ``index`` (flat sample indices, on device) of the samples -> ``(len, C)``."""
+        if self.channels_last:
+            return self.data[index]
+        length = self.data.shape[-1]
+        return self.data[index // length, :, index % length]
+
+
+class Mixture(NamedTuple):
+    """Diagonal GMM parameters: weights ``(K,)``, means and variances ``(K, C)``."""
+
+    weight: Tensor
+    mean: Tensor
+    var: Tensor
+
+
+class BatchStats(NamedTuple):
+    """What the M-step measures on a batch (means in the shifted coordinates)."""
+
+    mass: Tensor  # sum_i tau_ik, (K,)
+    weight: Tensor  # lambda_k = mass / M
+    mean: Tensor  # m_k, (K, C)
+    var: Tensor  # v_k (biased, as BN), (K, C)
+
+
+def e_step(view: SampleView, z: Tensor, z2: Tensor, mix: Mixture, var_floor: float) -> Tensor:
+    """Posteriors ``tau_ik`` of samples ``z`` (and their squares ``z2``) under ``mix``.
+
+    Uses the expansion ``(z - mu)^2 / var = z^2/var - 2 z mu/var + mu^2/var`` so the
+    log-likelihoods of all components are two matrix products; ``z`` is already
+    shifted close to the data, which keeps the expansion well conditioned.
+    """
+    var = mix.var.clamp_min(var_floor)
+    prec = var.reciprocal()
+    bias = mix.weight.clamp_min(TINY).log() - 0.5 * (
+        var.log().sum(1) + (mix.mean * mix.mean * prec).sum(1)
+    )
+    loglik = view.project(z, mix.mean * prec) + view.project(z2, -0.5 * prec)
+    return torch.softmax(loglik + view.col(bias), dim=1)
+
+
+def m_step(view: SampleView, tau: Tensor | None, z: Tensor, z2: Tensor) -> BatchStats:
+    """Weights, means and (biased) variances of the soft components ``tau``."""
+    mass = view.mass(tau)
+    denom = mass.clamp_min(TINY).unsqueeze(1)
+    mean = view.reduce(tau, z) / denom
+    var = (view.reduce(tau, z2) / denom - mean * mean).clamp_min(0.0)
+    return BatchStats(mass, mass / view.num_samples, mean, var)
+
+
+def fit(view: SampleView, z: Tensor, z2: Tensor, start: Mixture, iters: int,
+        var_floor: float) -> tuple[Tensor, BatchStats]:
+    """``iters`` EM iterations from ``start``; returns the last posteriors and M-step."""
+    mix = start
+    for _ in range(iters):
+        tau = e_step(view, z, z2, mix, var_floor)
+        stats = m_step(view, tau, z, z2)
+        mix = Mixture(stats.weight, stats.mean, stats.var)
+    return tau, stats
+
+
+def kmeans_pp(view: SampleView, z: Tensor, z2: Tensor, k: int) -> Tensor:
+    """k-means++ centres ``(k, C)`` drawn from the samples, on device (no host sync)."""
+    m = view.num_samples
+    # Per-sample squared norms and products flatten to the sample index in both layouts.
+    sq_norm = z2.sum(1).reshape(-1)
+    first = torch.randint(m, (1,), device=z.device)
+    centres = [view.pick(first)]
+    best = None
+    for _ in range(1, k):
+        c = centres[-1]
+        cross = view.project(z, c).reshape(-1)
+        dist = (sq_norm - 2.0 * cross + (c * c).sum()).clamp_min(0.0)
+        best = dist if best is None else torch.minimum(best, dist)
+        # A floor keeps the draw valid when every sample sits on a centre.
+        nxt = torch.multinomial(best + TINY, 1)
+        centres.append(view.pick(nxt))
+    return torch.cat(centres, 0)
+
+
+def seed(view: SampleView, z: Tensor, z2: Tensor, k: int, iters: int,
+         var_floor: float) -> Mixture:
+    """Initial mixture: k-means++ centres, the batch variance, then ``iters`` EM steps."""
+    whole = m_step(view, None, z, z2)
+    start = Mixture(
+        torch.full((k,), 1.0 / k, device=z.device, dtype=z.dtype),
+        kmeans_pp(view, z, z2, k),
+        whole.var.expand(k, -1).clamp_min(var_floor),
+    )
+    if iters < 1:
+        return start
+    _, stats = fit(view, z, z2, start, iters, var_floor)
+    return Mixture(stats.weight, stats.mean, stats.var)
+
+
+def reseed_dead(view: SampleView, stats: BatchStats, min_mass: float) -> Mixture:
+    """The batch fit as the next warm start, with dead components moved onto random samples.
+
+    ``stats`` are in the coordinates of ``view``. A component whose responsibility
+    mass fell below ``min_mass`` samples would otherwise stay empty for good (its
+    prior goes to zero); it restarts at a random sample with the batch's overall
+    variance and an equal share of the weight. Branch-free: no host sync.
+    """
+    k = stats.weight.shape[0]
+    dead = stats.mass < min_mass
+    lam = stats.weight.unsqueeze(1)
+    total_mean = (lam * stats.mean).sum(0)
+    total_var = ((lam * (stats.var + stats.mean**2)).sum(0) - total_mean**2).clamp_min(0.0)
+    picks = view.pick(torch.randint(view.num_samples, (k,), device=view.data.device))
+    mean = torch.where(dead.unsqueeze(1), picks.to(stats.mean.dtype), stats.mean)
+    var = torch.where(dead.unsqueeze(1), total_var.expand(k, -1), stats.var)
+    weight = torch.where(dead, torch.full_like(stats.weight, 1.0 / k), stats.weight)
+    return Mixture(weight / weight.sum(), mean, var)

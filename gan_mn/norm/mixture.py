@@ -1,0 +1,194 @@
+"""``MixtureNorm2d``: a drop-in for ``nn.BatchNorm2d`` that normalizes per mixture component."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gan_mn.norm.functional import mixture_norm, mixture_norm_autograd, normalize
+from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, reseed_dead, seed
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class MixtureNorm2d(nn.Module):
+    """Mixture Normalization (Kalayeh & Shah, arXiv:1806.02892) over ``(N, C, H, W)``.
+
+    Training mode fits a ``K``-component diagonal GMM to the batch's ``N*H*W``
+    samples and normalizes each against its soft component:
+    ``y = gamma * sum_k tau_k / sqrt(lambda_k) * (x - m_k) / sqrt(v_k + eps) + beta``.
+    ``K = 1`` is exactly ``BatchNorm2d``.
+
+    Estimation (our choices, see README): the mixture is seeded once by k-means++
+    and ``seed_iters`` EM iterations on the first training batch, then each batch
+    runs ``em_iters`` EM iterations warm-started from the previous batch's fit
+    (``em_*`` buffers), which keeps component identity stable from step to step.
+    ``running_*`` buffers hold BN-style momentum averages of the batch weights,
+    means and unbiased variances; eval mode takes posteriors and statistics from
+    them. A component whose responsibility mass falls below one sample is re-seeded
+    at a random sample. Estimation runs in float32 even under autocast; the output
+    keeps the input's dtype.
+
+    Args:
+        num_features: channels ``C``.
+        num_components: mixture components ``K``.
+        eps: added to the component variances (and the variance floor of the GMM).
+        momentum: running-average factor, or ``None`` for a cumulative average.
+        affine: learn per-channel ``weight`` and ``bias`` as BN does.
+        em_iters: EM iterations per training batch (the last E-step's posteriors normalize).
+        seed_iters: EM iterations after k-means++ seeding on the first batch.
+        detach_posteriors: treat posteriors as constants in backprop (the paper's
+            choice, and the fast analytic backward); ``False`` differentiates
+            through the EM iterations with autograd.
+    """
+
+    num_batches_tracked: Tensor
+
+    def __init__(self, num_features: int, num_components: int = 3, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True, em_iters: int = 1,
+                 seed_iters: int = 10, detach_posteriors: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.num_features = _check_positive_int("num_features", num_features)
+        self.num_components = _check_positive_int("num_components", num_components)
+        self.em_iters = _check_positive_int("em_iters", em_iters)
+        if isinstance(seed_iters, bool) or not isinstance(seed_iters, int) or seed_iters < 0:
+            raise ValueError(f"seed_iters must be a non-negative integer, got {seed_iters!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps!r}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        self.seed_iters = seed_iters
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.affine = affine
+        self.detach_posteriors = detach_posteriors
+        factory = {"device": device, "dtype": dtype}
+        k, c = num_components, num_features
+        if affine:
+            self.weight = nn.Parameter(torch.empty(c, **factory))
+            self.bias = nn.Parameter(torch.empty(c, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        for prefix in ("running", "em"):
+            self.register_buffer(f"{prefix}_weight", torch.empty(k, **factory))
+            self.register_buffer(f"{prefix}_mean", torch.empty(k, c, **factory))
+            self.register_buffer(f"{prefix}_var", torch.empty(k, c, **factory))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long,
+                                                                 device=device))
+        self.register_buffer("em_seeded", torch.tensor(False, device=device))
+        self._seeded: bool | None = None  # host copy of em_seeded, read once after a load
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Reset the eval statistics (not the warm-start mixture, so identities persist)."""
+        self.running_weight.fill_(1.0 / self.num_components)
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Everything back to construction state; the next training batch re-seeds."""
+        self.reset_running_stats()
+        self.em_weight.fill_(1.0 / self.num_components)
+        self.em_mean.zero_()
+        self.em_var.fill_(1.0)
+        self.em_seeded.fill_(False)
+        self._seeded = False
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, num_components={self.num_components}, eps={self.eps}, "
+                f"momentum={self.momentum}, affine={self.affine}, em_iters={self.em_iters}")
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seeded = None  # re-read em_seeded on the next training forward
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"input has {x.shape[1]} channels, expected num_features="
+                             f"{self.num_features}")
+        if x.numel() == 0:
+            raise ValueError(f"input must not be empty, got shape {tuple(x.shape)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        out_dtype = x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            if x.dtype not in (torch.float32, torch.float64):
+                x = x.float()
+            y = self._train(x) if self.training else self._eval(x)
+        return y.to(out_dtype)
+
+    def _train(self, x: Tensor) -> Tensor:
+        start = self._warm_start(x) if self.num_components > 1 else None
+        args = (x, self.weight, self.bias, None, start, self.em_iters, self.eps, self.eps)
+        if self.detach_posteriors:
+            y, *stats = mixture_norm(*args)
+        else:
+            y, *stats = mixture_norm_autograd(*args, detach_posteriors=False)
+        weight, mean, var, mass = stats
+        self._update(x, BatchStats(mass, weight, mean, var))
+        return y
+
+    def _eval(self, x: Tensor) -> Tensor:
+        view = SampleView.of(x)
+        # Centre on the mixture's mean so the likelihood expansion stays accurate.
+        c = (self.running_weight.unsqueeze(1) * self.running_mean).sum(0)
+        z = view.data - view.col(c)
+        mix = Mixture(self.running_weight, self.running_mean - c, self.running_var)
+        tau = None
+        if self.num_components > 1:
+            tau = e_step(view, z, z * z, mix, self.eps)
+            if self.detach_posteriors:
+                tau = tau.detach()
+        stats = BatchStats(mix.weight, mix.weight, mix.mean, mix.var)
+        out, _ = normalize(view, z, tau, stats, self.eps, self.weight, self.bias)
+        return view.output(out)
+
+    @torch.no_grad()
+    def _warm_start(self, x: Tensor) -> Mixture:
+        if self._seeded is None:
+            self._seeded = bool(self.em_seeded)  # one host read per load, not per step
+        if not self._seeded:
+            view = SampleView.of(x.detach())
+            c = x[0, :, 0, 0].detach()
+            z = view.data - view.col(c)
+            mix = seed(view, z, z * z, self.num_components, self.seed_iters, self.eps)
+            self.em_weight.copy_(mix.weight)
+            self.em_mean.copy_(mix.mean + c)
+            self.em_var.copy_(mix.var)
+            self.em_seeded.fill_(True)
+            self._seeded = True
+        return Mixture(self.em_weight, self.em_mean, self.em_var)
+
+    @torch.no_grad()
+    def _update(self, x: Tensor, stats: BatchStats) -> None:
+        """Momentum update of the running mixture and the next warm start."""
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:  # cumulative average, as BatchNorm
+            f: Tensor | float = 1.0 / self.num_batches_tracked.to(stats.var.dtype)
+        else:
+            f = self.momentum
+        n = stats.mass.unsqueeze(1)
+        unbiased = stats.var * torch.where(n > 1, n / (n - 1).clamp_min(1e-12), 1.0)
+        for buf, new in ((self.running_weight, stats.weight), (self.running_mean, stats.mean),
+                         (self.running_var, unbiased)):
+            buf.mul_(1 - f).add_(new.to(buf.dtype) * f)
+        if self.num_components > 1:
+            mix = reseed_dead(SampleView.of(x.detach()), stats, min_mass=1.0)
+            self.em_weight.copy_(mix.weight)
+            self.em_mean.copy_(mix.mean)
+            self.em_var.copy_(mix.var)
