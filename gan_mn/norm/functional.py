@@ -31,20 +31,20 @@ def shift_of(x: Tensor) -> Tensor:
 
 
 def normalize(view: SampleView, z: Tensor, tau: Tensor | None, stats: BatchStats,
-              eps: float, weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+              eps: float, weight: Tensor | None, bias: Tensor | None,
+              out: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """``y = gamma * xhat + beta`` in sample layout; also returns ``a = tau/sqrt(lambda)``.
 
     Written as ``y = z * (A @ S) + A @ B + beta`` with ``(K, C)`` tables ``S, B`` so the
     per-component terms never materialise ``K`` activation-sized tensors.
+    ``out``, if given, receives ``y`` (a sample-layout view of the final tensor).
     """
     scale = torch.rsqrt(stats.var + eps)
     if weight is not None:
         scale = scale * weight
     a = None if tau is None else tau * view.col(stats.weight.clamp_min(TINY).rsqrt())
-    out = z * view.expand(a, scale) + view.expand(a, -stats.mean * scale)
-    if bias is not None:
-        out = out + view.col(bias)
-    return out, a
+    shift = view.expand(a, -stats.mean * scale, add=bias)
+    return torch.addcmul(shift, z, view.expand(a, scale), out=out), a
 
 
 class _Transformed(NamedTuple):
@@ -56,7 +56,7 @@ class _Transformed(NamedTuple):
     out: Tensor
 
     def outputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Output (in sample layout) and the batch weights, means, variances, masses."""
+        """Output (N, C, H, W) and the batch weights, means, variances, masses."""
         s = self.stats
         return (self.out, s.weight, s.mean + self.shift, s.var, s.mass)
 
@@ -64,7 +64,13 @@ class _Transformed(NamedTuple):
 def _transform(x: Tensor, weight: Tensor | None, bias: Tensor | None,
                posteriors: Tensor | None, start: Mixture | None, em_iters: int,
                eps: float, var_floor: float, detach: bool = True) -> _Transformed:
-    """Shift, estimate the posteriors (unless given), M-step and normalise."""
+    """Shift, estimate the posteriors (unless given), M-step and normalise.
+
+    Under grad the output is a reshape of the sample-layout result; without grad
+    (inside the autograd Function) it is written straight into a fresh
+    ``(N, C, H, W)`` tensor, because a Function's output must not be a view for
+    in-place ops after it (``ReLU(inplace=True)``) to stay cheap and legal.
+    """
     view = SampleView.of(x)
     c = shift_of(x)
     z = view.data - view.col(c)
@@ -76,8 +82,12 @@ def _transform(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     if tau is not None and detach:
         tau = tau.detach()
     stats = m_step(view, tau, z, z2)
-    out, a = normalize(view, z, tau, stats, eps, weight, bias)
-    return _Transformed(view, z, c, a, stats, out)
+    if torch.is_grad_enabled():
+        out, a = normalize(view, z, tau, stats, eps, weight, bias)
+        return _Transformed(view, z, c, a, stats, view.output(out))
+    y = torch.empty_like(x)
+    _, a = normalize(view, z, tau, stats, eps, weight, bias, out=view.samples(y))
+    return _Transformed(view, z, c, a, stats, y)
 
 
 def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,
@@ -93,18 +103,16 @@ def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     res = _transform(x, weight, bias, posteriors, start, em_iters, eps, var_floor,
                      detach=detach_posteriors)
     out, *stats = res.outputs()
-    return (res.view.output(out), *(t.detach() for t in stats))
+    return (out, *(t.detach() for t in stats))
 
 
 class MixtureNormFunction(torch.autograd.Function):
     """Training-mode MN with posteriors held constant in backprop.
 
-    Call through :func:`mixture_norm` (which reshapes the output). Inputs: ``x``
-    (N, C, H, W); affine ``weight``/``bias`` (or None); either fixed
+    Inputs: ``x`` (N, C, H, W); affine ``weight``/``bias`` (or None); either fixed
     ``posteriors`` (in the sample layout of ``x``) or a warm-start ``start`` mixture
     (in the coordinates of ``x``) refined by ``em_iters`` EM iterations. Returns the
-    output in sample layout (a fresh tensor, so in-place ops after it are safe
-    once reshaped outside) and, as non-differentiable outputs, the batch weights, means, variances
+    output (N, C, H, W) and, as non-differentiable outputs, the batch weights, means, variances
     (biased) and responsibility masses.
     """
 
@@ -126,7 +134,7 @@ class MixtureNormFunction(torch.autograd.Function):
         z, a, mass, lam, mean, r, weight = ctx.saved_tensors
         with torch.autocast(grad_out.device.type, enabled=False):
             view = SampleView(z, *ctx.layout)
-            dy = grad_out
+            dy = view.samples(grad_out)
             p = view.reduce(a, dy)  # sum_i a_ik dy_i
             q = view.reduce(a, dy * z)  # sum_i a_ik dy_i z_i
             centred = q - mean * p  # sum_i a_ik dy_i (z_i - m_k)
@@ -140,16 +148,7 @@ class MixtureNormFunction(torch.autograd.Function):
             u_dy = r * gamma
             u_z = -s * r * r * qg
             u_1 = s * r * (r * qg * mean - pg)
-            dx = dy * view.expand(a, u_dy) + z * view.expand(a, u_z) + view.expand(a, u_1)
+            dx = torch.addcmul(view.expand(a, u_1), z, view.expand(a, u_z))
+            dx.addcmul_(dy, view.expand(a, u_dy))
         return (view.output(dx), grad_weight, grad_bias, None, None, None, None, None)
-
-
-def mixture_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None,
-                 posteriors: Tensor | None, start: Mixture | None, em_iters: int,
-                 eps: float, var_floor: float) -> tuple[Tensor, ...]:
-    """:class:`MixtureNormFunction` with its output back in ``x``'s (N, C, H, W) shape."""
-    out, *stats = MixtureNormFunction.apply(x, weight, bias, posteriors, start, em_iters,
-                                            eps, var_floor)
-    view_shape = SampleView(out, x.shape, out.dim() == 2)
-    return (view_shape.output(out), *stats)
 

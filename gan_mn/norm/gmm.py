@@ -3,12 +3,7 @@
 The activations ``(N, C, H, W)`` are treated as ``M = N*H*W`` samples in ``R^C``
 (BN's convention). :class:`SampleView` presents them that way *without copying*,
 for both memory formats, so that every reduction over samples and every
-per-sample expansion of a ``(K, C)`` table is one matrix product:
-
-- channels-last input: samples are the rows of an ``(M, C)`` view and the
-  posteriors an ``(M, K)`` matrix;
-- contiguous (NCHW) input: samples are the columns of ``N`` blocks ``(C, L)``
-  (``L = H*W``) and the posteriors an ``(N, K, L)`` tensor.
+per-sample expansion of a ``(K, C)`` table is one batched matrix product.
 
 All functions here are plain differentiable torch code: the autograd Function in
 :mod:`gan_mn.norm.functional` runs them without grad and supplies an analytic
@@ -29,30 +24,38 @@ TINY = 1e-12
 
 
 class SampleView:
-    """``(N, C, H, W)`` activations as ``M`` samples in ``R^C``, no copy."""
+    """``(N, C, H, W)`` activations as ``M = N*H*W`` samples in ``R^C``, no copy.
+
+    Data are kept as ``N`` blocks of ``L = H*W`` samples: ``(N, C, L)`` for NCHW
+    input, ``(N, L, C)`` for channels-last; posteriors as ``(N, K, L)`` or
+    ``(N, L, K)`` likewise. Every contraction is then one ``bmm`` over ``N``
+    blocks (faster here than one skinny GEMM, and contiguous in the output).
+    """
 
     def __init__(self, data: Tensor, shape: torch.Size, channels_last: bool) -> None:
         self.data = data
         self.shape = shape
         self.channels_last = channels_last
         self.num_samples = shape[0] * shape[2] * shape[3]
+        self.kdim = 2 if channels_last else 1  # the channel / component axis
 
     @classmethod
     def of(cls, x: Tensor) -> SampleView:
         """View ``x`` as samples; its memory format picks the layout."""
-        n, c, h, w = x.shape
         # A 1x1 map is both contiguous and channels-last: take the NCHW branch.
         channels_last = not x.is_contiguous() and x.is_contiguous(
             memory_format=torch.channels_last
         )
-        data = x.permute(0, 2, 3, 1).reshape(-1, c) if channels_last else x.reshape(n, c, h * w)
-        return cls(data, x.shape, channels_last)
+        view = cls(x, x.shape, channels_last)
+        view.data = view.samples(x)
+        return view
 
-    def like(self, x: Tensor) -> Tensor:
-        """Another ``(N, C, H, W)`` tensor in this view's sample layout."""
+    def samples(self, t: Tensor) -> Tensor:
+        """Another ``(N, C, H, W)`` tensor in this view's sample layout (a view if it can)."""
+        n, c, h, w = self.shape
         if self.channels_last:
-            return x.permute(0, 2, 3, 1).reshape(self.num_samples, -1)
-        return x.reshape(self.shape[0], self.shape[1], -1)
+            return t.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        return t.reshape(n, c, h * w)
 
     def output(self, t: Tensor) -> Tensor:
         """Back from sample layout to ``(N, C, H, W)`` (same memory format)."""
@@ -65,37 +68,49 @@ class SampleView:
         """A per-channel (or per-component) vector, shaped to broadcast over samples."""
         return v if self.channels_last else v.unsqueeze(-1)
 
+    def _tables(self, u: Tensor) -> Tensor:
+        """A ``(K, C)`` table repeated (without copying) for each of the ``N`` blocks."""
+        return u.expand(self.shape[0], *u.shape)
+
     def project(self, t: Tensor, w: Tensor) -> Tensor:
         """``sum_c t_ic w_kc``: samples x ``(K, C)`` -> posterior layout."""
-        return t @ w.t() if self.channels_last else w @ t
+        if self.channels_last:
+            return torch.bmm(t, self._tables(w.t()))
+        return torch.bmm(self._tables(w), t)
 
     def reduce(self, a: Tensor | None, t: Tensor) -> Tensor:
         """``sum_i a_ik t_ic`` -> ``(K, C)``; ``a=None`` is one component of ones."""
         if a is None:
-            dims = 0 if self.channels_last else (0, 2)
-            return t.sum(dims).unsqueeze(0)
+            return t.sum((0, 1) if self.channels_last else (0, 2)).unsqueeze(0)
         if self.channels_last:
-            return a.t() @ t
+            return torch.bmm(a.transpose(1, 2), t).sum(0)
         return torch.bmm(a, t.transpose(1, 2)).sum(0)
 
-    def expand(self, a: Tensor | None, u: Tensor) -> Tensor:
-        """``sum_k a_ik u_kc`` for every sample (broadcastable when ``a=None``)."""
+    def expand(self, a: Tensor | None, u: Tensor, add: Tensor | None = None) -> Tensor:
+        """``add_c + sum_k a_ik u_kc`` for every sample (``add`` per channel, optional).
+
+        With ``a=None`` (one component of ones) the result only broadcasts.
+        """
         if a is None:
-            return self.col(u[0])
-        return a @ u if self.channels_last else u.t() @ a
+            return self.col(u[0] if add is None else u[0] + add)
+        if self.channels_last:
+            tables = self._tables(u)
+            return torch.bmm(a, tables) if add is None else torch.baddbmm(add, a, tables)
+        tables = self._tables(u.t())
+        return torch.bmm(tables, a) if add is None else torch.baddbmm(add[:, None], tables, a)
 
     def mass(self, a: Tensor | None) -> Tensor:
         """``sum_i a_ik`` -> ``(K,)``."""
         if a is None:
             return torch.full((1,), float(self.num_samples), device=self.data.device,
                               dtype=self.data.dtype)
-        return a.sum(0) if self.channels_last else a.sum((0, 2))
+        return a.sum((0, 1) if self.channels_last else (0, 2))
 
     def pick(self, index: Tensor) -> Tensor:
         """Rows ``index`` (flat sample indices, on device) of the samples -> ``(len, C)``."""
+        length = self.shape[2] * self.shape[3]
         if self.channels_last:
-            return self.data[index]
-        length = self.data.shape[-1]
+            return self.data[index // length, index % length, :]
         return self.data[index // length, :, index % length]
 
 
@@ -129,7 +144,7 @@ def e_step(view: SampleView, z: Tensor, z2: Tensor, mix: Mixture, var_floor: flo
         var.log().sum(1) + (mix.mean * mix.mean * prec).sum(1)
     )
     loglik = view.project(z, mix.mean * prec) + view.project(z2, -0.5 * prec)
-    return torch.softmax(loglik + view.col(bias), dim=1)
+    return torch.softmax(loglik + view.col(bias), dim=view.kdim)
 
 
 def m_step(view: SampleView, tau: Tensor | None, z: Tensor, z2: Tensor) -> BatchStats:
@@ -156,7 +171,7 @@ def kmeans_pp(view: SampleView, z: Tensor, z2: Tensor, k: int) -> Tensor:
     """k-means++ centres ``(k, C)`` drawn from the samples, on device (no host sync)."""
     m = view.num_samples
     # Per-sample squared norms and products flatten to the sample index in both layouts.
-    sq_norm = z2.sum(1).reshape(-1)
+    sq_norm = z2.sum(view.kdim).reshape(-1)
     first = torch.randint(m, (1,), device=z.device)
     centres = [view.pick(first)]
     best = None

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gan_mn.norm.functional import mixture_norm, mixture_norm_autograd, normalize
+from gan_mn.norm.functional import MixtureNormFunction, mixture_norm_autograd, normalize
 from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, reseed_dead, seed
 
 
@@ -136,7 +136,7 @@ class MixtureNorm2d(nn.Module):
         start = self._warm_start(x) if self.num_components > 1 else None
         args = (x, self.weight, self.bias, None, start, self.em_iters, self.eps, self.eps)
         if self.detach_posteriors:
-            y, *stats = mixture_norm(*args)
+            y, *stats = MixtureNormFunction.apply(*args)
         else:
             y, *stats = mixture_norm_autograd(*args, detach_posteriors=False)
         weight, mean, var, mass = stats
