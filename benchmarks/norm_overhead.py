@@ -42,7 +42,7 @@ def _sync(device: torch.device) -> None:
 def make_step(norm: str, device: torch.device, fmt: torch.memory_format,
               batch: int, num_components: int) -> Callable[[], None]:
     """A closure running one full GAN training step with ``norm`` everywhere."""
-    kw = {"num_components": num_components} if norm == "mn" else {}
+    kw = {"mn": {"num_components": num_components}}
     g = Generator(norm=norm, norm_kwargs=kw).to(device, memory_format=fmt)
     d = Discriminator(norm=norm, norm_kwargs=kw).to(device, memory_format=fmt)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))

@@ -4,6 +4,8 @@ The default widths are the standard DCGAN for 32x32 images:
 generator ``z -> 512@4x4 -> 256@8x8 -> 128@16x16 -> 3@32x32`` and discriminator
 ``3@32x32 -> 64@16x16 -> 128@8x8 -> 256@4x4 -> 1``. As in the paper, the
 discriminator's first layer and the generator's output layer have no norm.
+``norm`` is one kind for every normalized layer or a list, one per layer;
+``norm_kwargs`` maps a kind to its layers' arguments, e.g. ``{"mn": {"num_components": 5}}``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 from gan_mn.norm import make_norm
 
 NormSpec = str | Sequence[str]
+NormKwargs = Mapping[str, Mapping[str, Any]]
 
 
 def _per_layer(norm: NormSpec, count: int, name: str) -> list[str]:
@@ -25,6 +28,11 @@ def _per_layer(norm: NormSpec, count: int, name: str) -> list[str]:
     if len(kinds) != count:
         raise ValueError(f"{name} needs {count} norm kinds (one per layer), got {len(kinds)}")
     return kinds
+
+
+def _norm(kind: str, width: int, norm_kwargs: NormKwargs | None) -> nn.Module:
+    """``make_norm`` with the keyword arguments given for that kind (e.g. ``{"mn": {...}}``)."""
+    return make_norm(kind, width, **dict((norm_kwargs or {}).get(kind, {})))
 
 
 def _init_dcgan(module: nn.Module) -> None:
@@ -42,20 +50,18 @@ class Generator(nn.Module):
 
     def __init__(self, z_dim: int = 100, channels: Sequence[int] = (512, 256, 128),
                  out_channels: int = 3, norm: NormSpec = "bn",
-                 norm_kwargs: Mapping[str, Any] | None = None) -> None:
+                 norm_kwargs: NormKwargs | None = None) -> None:
         super().__init__()
         if z_dim < 1:
             raise ValueError(f"z_dim must be positive, got {z_dim}")
         self.z_dim = z_dim
         kinds = _per_layer(norm, len(channels), "generator norm")
-        kw = dict(norm_kwargs or {})
         layers: list[nn.Module] = []
         prev = z_dim
         for i, (width, kind) in enumerate(zip(channels, kinds, strict=True)):
             stride, pad = (1, 0) if i == 0 else (2, 1)
             layers += [nn.ConvTranspose2d(prev, width, 4, stride, pad, bias=kind == "none"),
-                       make_norm(kind, width, **(kw if kind != "none" else {})),
-                       nn.ReLU(inplace=True)]
+                       _norm(kind, width, norm_kwargs), nn.ReLU(inplace=True)]
             prev = width
         layers += [nn.ConvTranspose2d(prev, out_channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -73,16 +79,14 @@ class Discriminator(nn.Module):
     """Maps images ``(N, 3, 32, 32)`` to logits ``(N,)``."""
 
     def __init__(self, channels: Sequence[int] = (64, 128, 256), in_channels: int = 3,
-                 norm: NormSpec = "bn", norm_kwargs: Mapping[str, Any] | None = None) -> None:
+                 norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None) -> None:
         super().__init__()
         kinds = _per_layer(norm, len(channels) - 1, "discriminator norm")
-        kw = dict(norm_kwargs or {})
         layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 4, 2, 1),
                                    nn.LeakyReLU(0.2, inplace=True)]
         for prev, width, kind in zip(channels[:-1], channels[1:], kinds, strict=True):
             layers += [nn.Conv2d(prev, width, 4, 2, 1, bias=kind == "none"),
-                       make_norm(kind, width, **(kw if kind != "none" else {})),
-                       nn.LeakyReLU(0.2, inplace=True)]
+                       _norm(kind, width, norm_kwargs), nn.LeakyReLU(0.2, inplace=True)]
         layers.append(nn.Conv2d(channels[-1], 1, 4, 1, 0))
         self.net = nn.Sequential(*layers)
         _init_dcgan(self)

@@ -1,0 +1,51 @@
+"""DCGAN shapes and per-layer norm selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gan_mn.models import Discriminator, Generator
+from gan_mn.norm import MixtureNorm2d
+
+
+def _norm_types(model: nn.Module) -> list[type]:
+    return [type(m) for m in model.net if isinstance(m, (nn.BatchNorm2d, MixtureNorm2d,
+                                                         nn.Identity))]
+
+
+def test_standard_shapes() -> None:
+    g, d = Generator(norm="mn"), Discriminator(norm="mn")
+    images = g(g.sample_latent(4))
+    assert images.shape == (4, 3, 32, 32)
+    assert images.abs().max() <= 1.0
+    assert d(images).shape == (4,)
+
+
+def test_norm_chosen_per_layer() -> None:
+    kwargs = {"mn": {"num_components": 4}, "bn": {"momentum": 0.2}}
+    g = Generator(norm=["mn", "bn", "none"], norm_kwargs=kwargs)
+    assert _norm_types(g) == [MixtureNorm2d, nn.BatchNorm2d, nn.Identity]
+    assert next(m for m in g.modules() if isinstance(m, MixtureNorm2d)).num_components == 4
+    assert next(m for m in g.modules() if isinstance(m, nn.BatchNorm2d)).momentum == 0.2
+    assert _norm_types(Discriminator(norm=["none", "mn"])) == [nn.Identity, MixtureNorm2d]
+
+
+def test_training_step_updates_both_networks() -> None:
+    g, d = Generator(norm="mn"), Discriminator(norm="mn")
+    fake = g(g.sample_latent(8))
+    d(fake).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in g.parameters())
+    assert all(p.grad is not None for p in d.parameters())
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    (lambda: Generator(norm=["bn", "bn"]), "generator norm"),
+    (lambda: Discriminator(norm=["bn", "bn", "bn"]), "discriminator norm"),
+    (lambda: Generator(norm="batch"), "norm kind"),
+    (lambda: Generator(z_dim=0), "z_dim"),
+])
+def test_bad_configuration_is_a_value_error(build, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build()
