@@ -1,12 +1,13 @@
 """Cost of Mixture Normalization against Batch Normalization, measured side by side.
 
-Run:  python benchmarks/norm_overhead.py [--device cuda] [--memory-format channels_last]
+Run:  python benchmarks/norm_overhead.py [--fused] [--device cuda] [--memory-format channels_last]
 
 Times, in one process and interleaved round by round (so drift hits both alike):
 1. one whole DCGAN training step (D step on real + fake, then G step; Adam,
-   batch 64, non-saturating BCE loss) with every norm layer BN, then MN;
+   batch 64, non-saturating BCE loss) with every norm layer BN, then MN
+   (its defaults, K=3), and with ``--fused`` MN's compiled kernels;
 2. each norm layer alone, forward + backward, at the DCGAN's norm shapes.
-Prints medians and the MN/BN ratio. Inputs are random tensors: the cost of
+Prints medians and the ratios to BN. Inputs are random tensors: the cost of
 either layer does not depend on the values.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +41,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(norm: str, device: torch.device, fmt: torch.memory_format,
-              batch: int, num_components: int) -> Callable[[], None]:
+def variants(num_components: int, fused: bool) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The norm layers compared: BN, MN with its defaults, optionally MN fused."""
+    mn = {"num_components": num_components}
+    out = {"BN": ("bn", {}), "MN": ("mn", mn)}
+    if fused:
+        out["MN fused"] = ("mn", {**mn, "fused": True})
+    return out
+
+
+def make_step(norm: str, norm_kwargs: dict[str, Any], device: torch.device,
+              fmt: torch.memory_format, batch: int) -> Callable[[], None]:
     """A closure running one full GAN training step with ``norm`` everywhere."""
-    kw = {"mn": {"num_components": num_components}}
+    kw = {norm: norm_kwargs}
     g = Generator(norm=norm, norm_kwargs=kw).to(device, memory_format=fmt)
     d = Discriminator(norm=norm, norm_kwargs=kw).to(device, memory_format=fmt)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -67,11 +78,10 @@ def make_step(norm: str, device: torch.device, fmt: torch.memory_format,
     return step
 
 
-def make_layer_step(norm: str, shape: tuple[int, ...], device: torch.device,
-                    fmt: torch.memory_format, num_components: int) -> Callable[[], None]:
+def make_layer_step(norm: str, norm_kwargs: dict[str, Any], shape: tuple[int, ...],
+                    device: torch.device, fmt: torch.memory_format) -> Callable[[], None]:
     """A closure running one forward + backward of a single norm layer."""
-    kw = {"num_components": num_components} if norm == "mn" else {}
-    layer: nn.Module = make_norm(norm, shape[1], **kw).to(device)
+    layer: nn.Module = make_norm(norm, shape[1], **norm_kwargs).to(device)
     x = torch.randn(shape, device=device).relu().contiguous(memory_format=fmt)
     x.requires_grad_(True)
     grad = torch.randn(shape, device=device).contiguous(memory_format=fmt)
@@ -112,6 +122,8 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3, help="calls per timed round")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--skip-layers", action="store_true", help="only the whole step")
+    p.add_argument("--fused", action="store_true",
+                   help="also time MN with fused=True (torch.compile'd kernels)")
     args = p.parse_args()
     device = torch.device(args.device)
     fmt = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}[
@@ -120,19 +132,20 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"memory format {args.memory_format}, MN K={args.num_components}, batch {args.batch}")
 
-    steps = {n: make_step(n, device, fmt, args.batch, args.num_components) for n in ("bn", "mn")}
-    t = race(steps, args.rounds, args.reps, args.warmup, device)
-    print(f"{'whole G+D step':<16} BN {t['bn'] * 1e3:8.2f} ms   MN {t['mn'] * 1e3:8.2f} ms"
-          f"   MN/BN {t['mn'] / t['bn']:.3f}x")
+    kinds = variants(args.num_components, args.fused)
+
+    def report(name: str, t: dict[str, float], unit: float, digits: int) -> None:
+        cells = [f"{k} {t[k] * unit:8.{digits}f} ms" for k in kinds]
+        ratios = [f"{k}/BN {t[k] / t['BN']:.3f}x" for k in kinds if k != "BN"]
+        print(f"{name:<16} " + "   ".join(cells + ratios))
+
+    steps = {k: make_step(n, kw, device, fmt, args.batch) for k, (n, kw) in kinds.items()}
+    report("whole G+D step", race(steps, args.rounds, args.reps, args.warmup, device), 1e3, 2)
     if args.skip_layers:
         return
     for name, shape in LAYER_SHAPES:
-        fns = {n: make_layer_step(n, shape, device, fmt, args.num_components)
-               for n in ("bn", "mn")}
-        t = race(fns, args.rounds, args.reps * 5, args.warmup, device)
-        print(f"{name:<16} BN {t['bn'] * 1e3:8.3f} ms   MN {t['mn'] * 1e3:8.3f} ms"
-              f"   MN/BN {t['mn'] / t['bn']:.3f}x")
-
+        fns = {k: make_layer_step(n, kw, shape, device, fmt) for k, (n, kw) in kinds.items()}
+        report(name, race(fns, args.rounds, args.reps * 5, args.warmup, device), 1e3, 3)
 
 if __name__ == "__main__":
     main()

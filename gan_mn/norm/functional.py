@@ -13,10 +13,16 @@ intermediates and take about twice the passes.
 Everything runs on a shifted copy ``z = x - c`` (``c`` per channel, a constant):
 the statistics are shift invariant, and working near the data keeps the
 one-pass variance and the likelihood expansion accurate for large offsets.
+
+``fused=True`` runs the same code through ``torch.compile`` (dynamic shapes, one
+compilation serves every layer size), with contractions in their decomposed
+form so that each E-step, M-step, output and gradient is a single pass.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -47,31 +53,24 @@ def normalize(view: SampleView, z: Tensor, tau: Tensor | None, stats: BatchStats
     return torch.addcmul(shift, z, view.expand(a, scale), out=out), a
 
 
-class _Transformed(NamedTuple):
-    view: SampleView
-    z: Tensor
-    shift: Tensor
+class _Forward(NamedTuple):
+    out: Tensor  # (N, C, H, W)
+    z: Tensor  # shifted input, sample layout (what the backward needs)
     a: Tensor | None
+    shift: Tensor
     stats: BatchStats
-    out: Tensor
-
-    def outputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Output (N, C, H, W) and the batch weights, means, variances, masses."""
-        s = self.stats
-        return (self.out, s.weight, s.mean + self.shift, s.var, s.mass)
 
 
-def _transform(x: Tensor, weight: Tensor | None, bias: Tensor | None,
-               posteriors: Tensor | None, start: Mixture | None, em_iters: int,
-               eps: float, var_floor: float, detach: bool = True) -> _Transformed:
+def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
+             posteriors: Tensor | None, start: Mixture | None, em_iters: int,
+             eps: float, var_floor: float, detach: bool, decomposed: bool) -> _Forward:
     """Shift, estimate the posteriors (unless given), M-step and normalise.
 
-    Under grad the output is a reshape of the sample-layout result; without grad
-    (inside the autograd Function) it is written straight into a fresh
-    ``(N, C, H, W)`` tensor, because a Function's output must not be a view for
-    in-place ops after it (``ReLU(inplace=True)``) to stay cheap and legal.
+    Eagerly without grad (inside the autograd Function) the output is written
+    straight into a fresh ``(N, C, H, W)`` tensor: a Function's output must not be
+    a view for in-place ops after it (``ReLU(inplace=True)``) to stay cheap and legal.
     """
-    view = SampleView.of(x)
+    view = SampleView.of(x, decomposed)
     c = shift_of(x)
     z = view.data - view.col(c)
     z2 = z * z
@@ -82,12 +81,86 @@ def _transform(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     if tau is not None and detach:
         tau = tau.detach()
     stats = m_step(view, tau, z, z2)
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or decomposed:
         out, a = normalize(view, z, tau, stats, eps, weight, bias)
-        return _Transformed(view, z, c, a, stats, view.output(out))
+        return _Forward(view.output(out), z, a, c, stats)
     y = torch.empty_like(x)
     _, a = normalize(view, z, tau, stats, eps, weight, bias, out=view.samples(y))
-    return _Transformed(view, z, c, a, stats, y)
+    return _Forward(y, z, a, c, stats)
+
+
+def _backward(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, lam: Tensor,
+              mean: Tensor, r: Tensor, weight: Tensor | None, shape: torch.Size,
+              channels_last: bool, decomposed: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of input, weight and bias with the posteriors held constant.
+
+    Per component, BN's closed form over weighted samples ``w_ik = a_ik s_k``:
+    ``dx_i = sum_k a_ik [g r_k dy_i - s_k r_k P_k - s_k r_k^2 Q_k (z_i - m_k)]`` with
+    ``P_k = g sum_i a_ik dy_i`` and ``Q_k = g r_k sum_i a_ik dy_i (z_i - m_k)``.
+    """
+    view = SampleView(z, shape, channels_last, decomposed)
+    dy = view.samples(grad_out)
+    p = view.reduce(a, dy)  # sum_i a_ik dy_i
+    centred = view.reduce(a, dy * z) - mean * p  # sum_i a_ik dy_i (z_i - m_k)
+    grad_weight = (r * centred).sum(0)
+    # sum_k sqrt(lambda_k) a_ik = sum_k tau_ik = 1, so sum_i dy_i comes for free.
+    grad_bias = (lam.clamp_min(TINY).sqrt().unsqueeze(1) * p).sum(0)
+    gamma = weight if weight is not None else torch.ones_like(r[0])
+    s = (lam.clamp_min(TINY).sqrt() / mass.clamp_min(TINY)).unsqueeze(1)
+    qg = r * gamma * centred
+    dx = torch.addcmul(view.expand(a, s * r * (r * qg * mean - gamma * p)),
+                       z, view.expand(a, -s * r * r * qg))
+    dx = torch.addcmul(dx, dy, view.expand(a, r * gamma))
+    return view.output(dx), grad_weight, grad_bias
+
+
+@functools.cache
+def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` under ``torch.compile`` with dynamic shapes, built on first use."""
+    return torch.compile(fn, dynamic=True)
+
+
+def _owned(t: Tensor) -> Tensor:
+    """A Function output must not be a view (compiled code may return one)."""
+    return t.clone() if t._base is not None else t
+
+
+class MixtureNormFunction(torch.autograd.Function):
+    """Training-mode MN with posteriors held constant in backprop.
+
+    Inputs: ``x`` (N, C, H, W); affine ``weight``/``bias`` (or None); either fixed
+    ``posteriors`` (in the sample layout of ``x``: ``(N, K, H*W)``, or ``(N, H*W, K)``
+    for channels-last) or a warm-start ``start`` mixture (in the coordinates of
+    ``x``) refined by ``em_iters`` EM iterations; ``fused`` selects the compiled
+    kernels. Returns the output (N, C, H, W) and, as non-differentiable outputs,
+    the batch weights, means, variances (biased) and responsibility masses.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
+                posteriors: Tensor | None, start: Mixture | None, em_iters: int,
+                eps: float, var_floor: float, fused: bool = False) -> tuple[Tensor, ...]:
+        forward = _compiled(_forward) if fused else _forward
+        res = forward(x, weight, bias, posteriors, start, em_iters, eps, var_floor,
+                      True, fused)
+        stats = res.stats
+        ctx.save_for_backward(res.z, res.a, stats.mass, stats.weight, stats.mean,
+                              torch.rsqrt(stats.var + eps), weight)
+        ctx.layout = (x.shape, SampleView.is_channels_last(x))
+        ctx.fused = fused
+        ctx.affine = (weight is not None, bias is not None)
+        outputs = (_owned(res.out), stats.weight, stats.mean + res.shift, stats.var, stats.mass)
+        ctx.mark_non_differentiable(*outputs[1:])
+        return outputs
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+        backward = _compiled(_backward) if ctx.fused else _backward
+        with torch.autocast(grad_out.device.type, enabled=False):
+            dx, grad_weight, grad_bias = backward(grad_out, *ctx.saved_tensors, *ctx.layout,
+                                                  ctx.fused)
+        return (dx, grad_weight if ctx.affine[0] else None, grad_bias if ctx.affine[1] else None,
+                None, None, None, None, None, None)
 
 
 def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,
@@ -100,55 +173,8 @@ def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     posteriors (the option the spec asks to offer); with ``True`` it is the
     reference the analytic backward is tested against.
     """
-    res = _transform(x, weight, bias, posteriors, start, em_iters, eps, var_floor,
-                     detach=detach_posteriors)
-    out, *stats = res.outputs()
-    return (out, *(t.detach() for t in stats))
-
-
-class MixtureNormFunction(torch.autograd.Function):
-    """Training-mode MN with posteriors held constant in backprop.
-
-    Inputs: ``x`` (N, C, H, W); affine ``weight``/``bias`` (or None); either fixed
-    ``posteriors`` (in the sample layout of ``x``) or a warm-start ``start`` mixture
-    (in the coordinates of ``x``) refined by ``em_iters`` EM iterations. Returns the
-    output (N, C, H, W) and, as non-differentiable outputs, the batch weights, means, variances
-    (biased) and responsibility masses.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
-                posteriors: Tensor | None, start: Mixture | None, em_iters: int,
-                eps: float, var_floor: float) -> tuple[Tensor, ...]:
-        res = _transform(x, weight, bias, posteriors, start, em_iters, eps, var_floor)
-        ctx.save_for_backward(res.z, res.a, res.stats.mass, res.stats.weight, res.stats.mean,
-                              torch.rsqrt(res.stats.var + eps), weight)
-        ctx.layout = (x.shape, res.view.channels_last)
-        ctx.has_bias = bias is not None
-        outputs = res.outputs()
-        ctx.mark_non_differentiable(*outputs[1:])
-        return outputs
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
-        z, a, mass, lam, mean, r, weight = ctx.saved_tensors
-        with torch.autocast(grad_out.device.type, enabled=False):
-            view = SampleView(z, *ctx.layout)
-            dy = view.samples(grad_out)
-            p = view.reduce(a, dy)  # sum_i a_ik dy_i
-            q = view.reduce(a, dy * z)  # sum_i a_ik dy_i z_i
-            centred = q - mean * p  # sum_i a_ik dy_i (z_i - m_k)
-            grad_weight = (r * centred).sum(0) if weight is not None else None
-            grad_bias = view.reduce(None, dy)[0] if ctx.has_bias else None
-            gamma = weight if weight is not None else torch.ones_like(r[0])
-            # w_ik = a_ik * s_k, with s_k = sqrt(lambda_k) / sum_i tau_ik.
-            s = (lam.clamp_min(TINY).sqrt() / mass.clamp_min(TINY)).unsqueeze(1)
-            pg = gamma * p
-            qg = r * gamma * centred
-            u_dy = r * gamma
-            u_z = -s * r * r * qg
-            u_1 = s * r * (r * qg * mean - pg)
-            dx = torch.addcmul(view.expand(a, u_1), z, view.expand(a, u_z))
-            dx.addcmul_(dy, view.expand(a, u_dy))
-        return (view.output(dx), grad_weight, grad_bias, None, None, None, None, None)
-
+    res = _forward(x, weight, bias, posteriors, start, em_iters, eps, var_floor,
+                   detach_posteriors, False)
+    stats = res.stats
+    return (res.out, *(t.detach() for t in (stats.weight, stats.mean + res.shift, stats.var,
+                                              stats.mass)))

@@ -28,27 +28,35 @@ class SampleView:
 
     Data are kept as ``N`` blocks of ``L = H*W`` samples: ``(N, C, L)`` for NCHW
     input, ``(N, L, C)`` for channels-last; posteriors as ``(N, K, L)`` or
-    ``(N, L, K)`` likewise. Every contraction is then one ``bmm`` over ``N``
-    blocks (faster here than one skinny GEMM, and contiguous in the output).
+    ``(N, L, K)`` likewise. In eager mode every contraction is one ``bmm`` over
+    the ``N`` blocks (faster here than one skinny GEMM, contiguous output).
+    With ``decomposed=True`` contractions are written as sums over the ``K``
+    components of broadcast products: slow eagerly, but what ``torch.compile``
+    fuses with the surrounding element-wise work into single passes.
     """
 
-    def __init__(self, data: Tensor, shape: torch.Size, channels_last: bool) -> None:
+    def __init__(self, data: Tensor, shape: torch.Size, channels_last: bool,
+                 decomposed: bool = False) -> None:
         self.data = data
         self.shape = shape
         self.channels_last = channels_last
+        self.decomposed = decomposed
         self.num_samples = shape[0] * shape[2] * shape[3]
         self.kdim = 2 if channels_last else 1  # the channel / component axis
+        self.sample_dims = (0, 1) if channels_last else (0, 2)
 
     @classmethod
-    def of(cls, x: Tensor) -> SampleView:
+    def of(cls, x: Tensor, decomposed: bool = False) -> SampleView:
         """View ``x`` as samples; its memory format picks the layout."""
-        # A 1x1 map is both contiguous and channels-last: take the NCHW branch.
-        channels_last = not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last
-        )
-        view = cls(x, x.shape, channels_last)
+        view = cls(x, x.shape, cls.is_channels_last(x), decomposed)
         view.data = view.samples(x)
         return view
+
+    @staticmethod
+    def is_channels_last(x: Tensor) -> bool:
+        """Whether ``x`` gets the channels-last layout (other strides are copied to NCHW)."""
+        # A 1x1 map is both contiguous and channels-last: take the NCHW branch.
+        return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
     def samples(self, t: Tensor) -> Tensor:
         """Another ``(N, C, H, W)`` tensor in this view's sample layout (a view if it can)."""
@@ -72,8 +80,14 @@ class SampleView:
         """A ``(K, C)`` table repeated (without copying) for each of the ``N`` blocks."""
         return u.expand(self.shape[0], *u.shape)
 
+    def _component(self, a: Tensor, k: int) -> Tensor:
+        """Posterior column ``k``, shaped to broadcast against the data."""
+        return a.narrow(self.kdim, k, 1)
+
     def project(self, t: Tensor, w: Tensor) -> Tensor:
         """``sum_c t_ic w_kc``: samples x ``(K, C)`` -> posterior layout."""
+        if self.decomposed:
+            return torch.stack([(t * self.col(wk)).sum(self.kdim) for wk in w], self.kdim)
         if self.channels_last:
             return torch.bmm(t, self._tables(w.t()))
         return torch.bmm(self._tables(w), t)
@@ -81,7 +95,10 @@ class SampleView:
     def reduce(self, a: Tensor | None, t: Tensor) -> Tensor:
         """``sum_i a_ik t_ic`` -> ``(K, C)``; ``a=None`` is one component of ones."""
         if a is None:
-            return t.sum((0, 1) if self.channels_last else (0, 2)).unsqueeze(0)
+            return t.sum(self.sample_dims).unsqueeze(0)
+        if self.decomposed:  # blocks first, then across them: shorter float32 sums
+            return torch.stack([(self._component(a, k) * t).sum(self.sample_dims[1]).sum(0)
+                                for k in range(a.shape[self.kdim])])
         if self.channels_last:
             return torch.bmm(a.transpose(1, 2), t).sum(0)
         return torch.bmm(a, t.transpose(1, 2)).sum(0)
@@ -93,6 +110,9 @@ class SampleView:
         """
         if a is None:
             return self.col(u[0] if add is None else u[0] + add)
+        if self.decomposed:
+            out = sum(self._component(a, k) * self.col(u[k]) for k in range(u.shape[0]))
+            return out if add is None else out + self.col(add)
         if self.channels_last:
             tables = self._tables(u)
             return torch.bmm(a, tables) if add is None else torch.baddbmm(add, a, tables)
@@ -104,7 +124,7 @@ class SampleView:
         if a is None:
             return torch.full((1,), float(self.num_samples), device=self.data.device,
                               dtype=self.data.dtype)
-        return a.sum((0, 1) if self.channels_last else (0, 2))
+        return a.sum(self.sample_dims[1]).sum(0)
 
     def pick(self, index: Tensor) -> Tensor:
         """Rows ``index`` (flat sample indices, on device) of the samples -> ``(len, C)``."""

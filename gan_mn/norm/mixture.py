@@ -46,13 +46,16 @@ class MixtureNorm2d(nn.Module):
         detach_posteriors: treat posteriors as constants in backprop (the paper's
             choice, and the fast analytic backward); ``False`` differentiates
             through the EM iterations with autograd.
+        fused: run the training-mode forward and backward as ``torch.compile``d
+            single-pass kernels (one compilation, seconds, on first use; needs a
+            working Inductor backend: a C++ compiler on CPU, Triton on GPU).
     """
 
     num_batches_tracked: Tensor
 
     def __init__(self, num_features: int, num_components: int = 3, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, em_iters: int = 1,
-                 seed_iters: int = 10, detach_posteriors: bool = True,
+                 seed_iters: int = 10, detach_posteriors: bool = True, fused: bool = False,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         self.num_features = _check_positive_int("num_features", num_features)
@@ -69,6 +72,7 @@ class MixtureNorm2d(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.detach_posteriors = detach_posteriors
+        self.fused = fused
         factory = {"device": device, "dtype": dtype}
         k, c = num_components, num_features
         if affine:
@@ -108,7 +112,8 @@ class MixtureNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, num_components={self.num_components}, eps={self.eps}, "
-                f"momentum={self.momentum}, affine={self.affine}, em_iters={self.em_iters}")
+                f"momentum={self.momentum}, affine={self.affine}, em_iters={self.em_iters}"
+                + (", fused=True" if self.fused else ""))
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
@@ -136,7 +141,7 @@ class MixtureNorm2d(nn.Module):
         start = self._warm_start(x) if self.num_components > 1 else None
         args = (x, self.weight, self.bias, None, start, self.em_iters, self.eps, self.eps)
         if self.detach_posteriors:
-            y, *stats = MixtureNormFunction.apply(*args)
+            y, *stats = MixtureNormFunction.apply(*args, self.fused)
         else:
             y, *stats = mixture_norm_autograd(*args, detach_posteriors=False)
         weight, mean, var, mass = stats
