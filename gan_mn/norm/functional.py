@@ -21,7 +21,7 @@ form so that each E-step, M-step, output and gradient is a single pass.
 
 from __future__ import annotations
 
-import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -63,7 +63,7 @@ class _Forward(NamedTuple):
 
 def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
              posteriors: Tensor | None, start: Mixture | None, em_iters: int,
-             eps: float, var_floor: float, detach: bool, decomposed: bool) -> _Forward:
+             eps: float, var_floor: float, detach: bool, *, decomposed: bool) -> _Forward:
     """Shift, estimate the posteriors (unless given), M-step and normalise.
 
     Eagerly without grad (inside the autograd Function) the output is written
@@ -91,7 +91,7 @@ def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
 
 def _backward(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, lam: Tensor,
               mean: Tensor, r: Tensor, weight: Tensor | None, shape: torch.Size,
-              channels_last: bool, decomposed: bool) -> tuple[Tensor, Tensor, Tensor]:
+              channels_last: bool, *, decomposed: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of input, weight and bias with the posteriors held constant.
 
     Per component, BN's closed form over weighted samples ``w_ik = a_ik s_k``:
@@ -114,15 +114,39 @@ def _backward(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, lam: 
     return view.output(dx), grad_weight, grad_bias
 
 
-@functools.cache
-def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` under ``torch.compile`` with dynamic shapes, built on first use."""
-    return torch.compile(fn, dynamic=True)
+class _Kernel:
+    """``fn`` with ``decomposed=True`` under ``torch.compile`` (dynamic shapes), built on
+    first use. If no Inductor backend works here (no C++ compiler, no Triton) it
+    warns once and all kernels run eagerly with ``decomposed=False`` from then on;
+    any other error propagates."""
+
+    failed = False  # shared: one broken backend means all kernels fall back
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.compiled: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        if not _Kernel.failed:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.fn, dynamic=True)
+            try:
+                return self.compiled(*args, decomposed=True)
+            except torch._dynamo.exc.BackendCompilerFailed as err:
+                _Kernel.failed = True
+                reason = str(err).strip().splitlines()[0]
+                warnings.warn(f"MixtureNorm2d: fused kernels unavailable ({reason}); "
+                              "using the eager path", RuntimeWarning, stacklevel=2)
+        return self.fn(*args, decomposed=False)
 
 
 def _owned(t: Tensor) -> Tensor:
     """A Function output must not be a view (compiled code may return one)."""
     return t.clone() if t._base is not None else t
+
+
+_FUSED_FORWARD = _Kernel(_forward)
+_FUSED_BACKWARD = _Kernel(_backward)
 
 
 class MixtureNormFunction(torch.autograd.Function):
@@ -140,9 +164,8 @@ class MixtureNormFunction(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
                 posteriors: Tensor | None, start: Mixture | None, em_iters: int,
                 eps: float, var_floor: float, fused: bool = False) -> tuple[Tensor, ...]:
-        forward = _compiled(_forward) if fused else _forward
-        res = forward(x, weight, bias, posteriors, start, em_iters, eps, var_floor,
-                      True, fused)
+        args = (x, weight, bias, posteriors, start, em_iters, eps, var_floor, True)
+        res = _FUSED_FORWARD(*args) if fused else _forward(*args, decomposed=False)
         stats = res.stats
         ctx.save_for_backward(res.z, res.a, stats.mass, stats.weight, stats.mean,
                               torch.rsqrt(stats.var + eps), weight)
@@ -155,10 +178,12 @@ class MixtureNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
-        backward = _compiled(_backward) if ctx.fused else _backward
+        args = (grad_out, *ctx.saved_tensors, *ctx.layout)
         with torch.autocast(grad_out.device.type, enabled=False):
-            dx, grad_weight, grad_bias = backward(grad_out, *ctx.saved_tensors, *ctx.layout,
-                                                  ctx.fused)
+            if ctx.fused:
+                dx, grad_weight, grad_bias = _FUSED_BACKWARD(*args)
+            else:
+                dx, grad_weight, grad_bias = _backward(*args, decomposed=False)
         return (dx, grad_weight if ctx.affine[0] else None, grad_bias if ctx.affine[1] else None,
                 None, None, None, None, None, None)
 
@@ -174,7 +199,7 @@ def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     reference the analytic backward is tested against.
     """
     res = _forward(x, weight, bias, posteriors, start, em_iters, eps, var_floor,
-                   detach_posteriors, False)
+                   detach_posteriors, decomposed=False)
     stats = res.stats
     return (res.out, *(t.detach() for t in (stats.weight, stats.mean + res.shift, stats.var,
                                               stats.mass)))

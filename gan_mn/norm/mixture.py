@@ -47,15 +47,16 @@ class MixtureNorm2d(nn.Module):
             choice, and the fast analytic backward); ``False`` differentiates
             through the EM iterations with autograd.
         fused: run the training-mode forward and backward as ``torch.compile``d
-            single-pass kernels (one compilation, seconds, on first use; needs a
-            working Inductor backend: a C++ compiler on CPU, Triton on GPU).
+            single-pass kernels (one compilation of a few seconds on first use
+            serves every size). Without a working Inductor backend (a C++
+            compiler on CPU, Triton on GPU) it warns once and runs eagerly.
     """
 
     num_batches_tracked: Tensor
 
     def __init__(self, num_features: int, num_components: int = 3, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, em_iters: int = 1,
-                 seed_iters: int = 10, detach_posteriors: bool = True, fused: bool = False,
+                 seed_iters: int = 10, detach_posteriors: bool = True, fused: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         self.num_features = _check_positive_int("num_features", num_features)
@@ -113,7 +114,7 @@ class MixtureNorm2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.num_features}, num_components={self.num_components}, eps={self.eps}, "
                 f"momentum={self.momentum}, affine={self.affine}, em_iters={self.em_iters}"
-                + (", fused=True" if self.fused else ""))
+                + ("" if self.fused else ", fused=False"))
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
