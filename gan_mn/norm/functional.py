@@ -36,10 +36,13 @@ def shift_of(x: Tensor) -> Tensor:
     return x[0, :, 0, 0].detach()
 
 
-def normalize(view: SampleView, z: Tensor, tau: Tensor | None, stats: BatchStats,
+def normalize(view: SampleView, z: Tensor, tau: Tensor | None, stats: Mixture | BatchStats,
               eps: float, weight: Tensor | None, bias: Tensor | None,
               out: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """``y = gamma * xhat + beta`` in sample layout; also returns ``a = tau/sqrt(lambda)``.
+
+    ``stats`` gives ``lambda_k``, ``m_k`` and ``v_k`` (``.weight``, ``.mean``, ``.var``):
+    the batch's M-step in training, the running mixture in eval.
 
     Written as ``y = z * (A @ S) + A @ B + beta`` with ``(K, C)`` tables ``S, B`` so the
     per-component terms never materialise ``K`` activation-sized tensors.

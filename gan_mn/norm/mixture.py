@@ -7,7 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gan_mn.norm.functional import MixtureNormFunction, mixture_norm_autograd, normalize
+from gan_mn.norm.functional import (
+    MixtureNormFunction,
+    mixture_norm_autograd,
+    normalize,
+    shift_of,
+)
 from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, reseed_dead, seed
 
 
@@ -160,8 +165,7 @@ class MixtureNorm2d(nn.Module):
             tau = e_step(view, z, z * z, mix, self.eps)
             if self.detach_posteriors:
                 tau = tau.detach()
-        stats = BatchStats(mix.weight, mix.weight, mix.mean, mix.var)
-        out, _ = normalize(view, z, tau, stats, self.eps, self.weight, self.bias)
+        out, _ = normalize(view, z, tau, mix, self.eps, self.weight, self.bias)
         return view.output(out)
 
     @torch.no_grad()
@@ -170,7 +174,7 @@ class MixtureNorm2d(nn.Module):
             self._seeded = bool(self.em_seeded)  # one host read per load, not per step
         if not self._seeded:
             view = SampleView.of(x.detach())
-            c = x[0, :, 0, 0].detach()
+            c = shift_of(x)
             z = view.data - view.col(c)
             mix = seed(view, z, z * z, self.num_components, self.seed_iters, self.eps)
             self.em_weight.copy_(mix.weight)
