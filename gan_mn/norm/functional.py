@@ -77,13 +77,12 @@ def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     c = shift_of(x)
     z = view.data - view.col(c)
     z2 = z * z
-    tau = posteriors
-    if tau is None and start is not None:
+    if posteriors is None and start is not None:
         shifted = Mixture(start.weight, start.mean - c, start.var)
-        tau, _ = fit(view, z, z2, shifted, em_iters, var_floor)
-    if tau is not None and detach:
-        tau = tau.detach()
-    stats = m_step(view, tau, z, z2)
+        tau, stats = fit(view, z, z2, shifted, em_iters, var_floor, detach)
+    else:
+        tau = posteriors
+        stats = m_step(view, tau, z, z2)
     if torch.is_grad_enabled() or decomposed:
         out, a = normalize(view, z, tau, stats, eps, weight, bias)
         return _Forward(view.output(out), z, a, c, stats)
@@ -167,6 +166,9 @@ class MixtureNormFunction(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
                 posteriors: Tensor | None, start: Mixture | None, em_iters: int,
                 eps: float, var_floor: float, fused: bool = False) -> tuple[Tensor, ...]:
+        # Plain tensors, not Parameters: torch.compile keeps Parameter shapes static,
+        # which would compile once per channel count.
+        weight, bias = (None if t is None else t.detach() for t in (weight, bias))
         args = (x, weight, bias, posteriors, start, em_iters, eps, var_floor, True)
         res = _FUSED_FORWARD(*args) if fused else _forward(*args, decomposed=False)
         stats = res.stats

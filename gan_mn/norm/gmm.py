@@ -119,6 +119,38 @@ class SampleView:
         tables = self._tables(u.t())
         return torch.bmm(tables, a) if add is None else torch.baddbmm(add[:, None], tables, a)
 
+    def sq_dist(self, z: Tensor, z2: Tensor, centre: Tensor, prec: Tensor) -> Tensor:
+        """``sum_c (z_ic - centre_kc)^2 prec_kc`` -> posterior layout.
+
+        Eagerly by the expansion ``z^2 p - 2 z (centre p) + centre^2 p``: two
+        contractions of ``z`` and ``z2 = z*z``. Decomposed, directly (``z2`` unused):
+        exact, and free in a fused kernel that reads ``z`` once either way.
+        """
+        if self.decomposed:
+            return torch.stack([((z - self.col(ck)) ** 2 * self.col(pk)).sum(self.kdim)
+                                for ck, pk in zip(centre, prec, strict=True)], self.kdim)
+        const = (centre * centre * prec).sum(1)
+        return self.project(z2, prec) - 2.0 * self.project(z, centre * prec) + self.col(const)
+
+    def centred_moments(self, a: Tensor | None, z: Tensor, z2: Tensor,
+                        centre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``sum_i a_ik``, ``sum_i a_ik (z_i - d_k)`` and ``sum_i a_ik (z_i - d_k)^2``.
+
+        Centring each component on a point ``d_k`` near its mean avoids the
+        cancellation of one-pass variances; decomposed it costs no extra pass.
+        Eagerly the moments come from the contractions of ``z`` and ``z2``.
+        """
+        mass = self.mass(a)
+        if self.decomposed and a is not None:
+            def moments(power: int) -> Tensor:
+                return torch.stack([
+                    (self._component(a, k) * (z - self.col(dk)) ** power)
+                    .sum(self.sample_dims[1]).sum(0) for k, dk in enumerate(centre)])
+            return mass, moments(1), moments(2)
+        r1, r2 = self.reduce(a, z), self.reduce(a, z2)
+        n = mass.unsqueeze(1)
+        return mass, r1 - centre * n, r2 - 2.0 * centre * r1 + centre * centre * n
+
     def mass(self, a: Tensor | None) -> Tensor:
         """``sum_i a_ik`` -> ``(K,)``."""
         if a is None:
@@ -152,37 +184,44 @@ class BatchStats(NamedTuple):
 
 
 def e_step(view: SampleView, z: Tensor, z2: Tensor, mix: Mixture, var_floor: float) -> Tensor:
-    """Posteriors ``tau_ik`` of samples ``z`` (and their squares ``z2``) under ``mix``.
-
-    Uses the expansion ``(z - mu)^2 / var = z^2/var - 2 z mu/var + mu^2/var`` so the
-    log-likelihoods of all components are two matrix products; ``z`` is already
-    shifted close to the data, which keeps the expansion well conditioned.
-    """
+    """Posteriors ``tau_ik`` of samples ``z`` (and their squares ``z2``) under ``mix``."""
     var = mix.var.clamp_min(var_floor)
-    prec = var.reciprocal()
-    bias = mix.weight.clamp_min(TINY).log() - 0.5 * (
-        var.log().sum(1) + (mix.mean * mix.mean * prec).sum(1)
-    )
-    loglik = view.project(z, mix.mean * prec) + view.project(z2, -0.5 * prec)
-    return torch.softmax(loglik + view.col(bias), dim=view.kdim)
+    bias = mix.weight.clamp_min(TINY).log() - 0.5 * var.log().sum(1)
+    loglik = -0.5 * view.sq_dist(z, z2, mix.mean, var.reciprocal()) + view.col(bias)
+    return torch.softmax(loglik, dim=view.kdim)
 
 
-def m_step(view: SampleView, tau: Tensor | None, z: Tensor, z2: Tensor) -> BatchStats:
-    """Weights, means and (biased) variances of the soft components ``tau``."""
-    mass = view.mass(tau)
+def m_step(view: SampleView, tau: Tensor | None, z: Tensor, z2: Tensor,
+           centre: Tensor | None = None) -> BatchStats:
+    """Weights, means and (biased) variances of the soft components ``tau``.
+
+    ``centre`` ``(K, C)``, a point near each component's mean (the mixture the
+    posteriors came from), makes the variances more accurate; the result does
+    not depend on it otherwise, so it carries no gradient.
+    """
+    if centre is None:
+        k = 1 if tau is None else tau.shape[view.kdim]
+        centre = z.new_zeros(k, z.shape[view.kdim])
+    centre = centre.detach()
+    mass, s1, s2 = view.centred_moments(tau, z, z2, centre)
     denom = mass.clamp_min(TINY).unsqueeze(1)
-    mean = view.reduce(tau, z) / denom
-    var = (view.reduce(tau, z2) / denom - mean * mean).clamp_min(0.0)
-    return BatchStats(mass, mass / view.num_samples, mean, var)
+    offset = s1 / denom
+    var = (s2 / denom - offset * offset).clamp_min(0.0)
+    return BatchStats(mass, mass / view.num_samples, centre + offset, var)
 
 
 def fit(view: SampleView, z: Tensor, z2: Tensor, start: Mixture, iters: int,
-        var_floor: float) -> tuple[Tensor, BatchStats]:
-    """``iters`` EM iterations from ``start``; returns the last posteriors and M-step."""
+        var_floor: float, detach: bool = False) -> tuple[Tensor, BatchStats]:
+    """``iters`` EM iterations from ``start``: the last posteriors and their M-step.
+
+    ``detach`` holds the last posteriors constant for the gradient of the M-step.
+    """
     mix = start
-    for _ in range(iters):
+    for i in range(iters):
         tau = e_step(view, z, z2, mix, var_floor)
-        stats = m_step(view, tau, z, z2)
+        if detach and i == iters - 1:
+            tau = tau.detach()
+        stats = m_step(view, tau, z, z2, centre=mix.mean)
         mix = Mixture(stats.weight, stats.mean, stats.var)
     return tau, stats
 
