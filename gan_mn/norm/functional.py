@@ -183,6 +183,9 @@ class MixtureNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.fused:  # one stride pattern for the compiled code (e.g. not sum()'s expand)
+            fmt = torch.channels_last if ctx.layout[1] else torch.contiguous_format
+            grad_out = grad_out.contiguous(memory_format=fmt)
         args = (grad_out, *ctx.saved_tensors, *ctx.layout)
         with torch.autocast(grad_out.device.type, enabled=False):
             if ctx.fused:
