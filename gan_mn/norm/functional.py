@@ -151,6 +151,16 @@ _FUSED_FORWARD = _Kernel(_forward)
 _FUSED_BACKWARD = _Kernel(_backward)
 
 
+def _call(kernel: _Kernel, args: tuple[Any, ...], fused: bool) -> Any:
+    """Run a kernel: compiled, eager, or (inside a model that is itself being
+    compiled) its decomposed code inlined into the caller's graph."""
+    if not fused:
+        return kernel.fn(*args, decomposed=False)
+    if torch.compiler.is_compiling():
+        return kernel.fn(*args, decomposed=True)
+    return kernel(*args)
+
+
 class MixtureNormFunction(torch.autograd.Function):
     """Training-mode MN with posteriors held constant in backprop.
 
@@ -168,9 +178,9 @@ class MixtureNormFunction(torch.autograd.Function):
                 eps: float, var_floor: float, fused: bool = False) -> tuple[Tensor, ...]:
         # Plain tensors, not Parameters: torch.compile keeps Parameter shapes static,
         # which would compile once per channel count.
-        weight, bias = (None if t is None else t.detach() for t in (weight, bias))
-        args = (x, weight, bias, posteriors, start, em_iters, eps, var_floor, True)
-        res = _FUSED_FORWARD(*args) if fused else _forward(*args, decomposed=False)
+        w, b = (None if t is None else t.detach() for t in (weight, bias))
+        args = (x, w, b, posteriors, start, em_iters, eps, var_floor, True)
+        res = _call(_FUSED_FORWARD, args, fused)
         stats = res.stats
         ctx.save_for_backward(res.z, res.a, stats.mass, stats.weight, stats.mean,
                               torch.rsqrt(stats.var + eps), weight)
@@ -188,10 +198,7 @@ class MixtureNormFunction(torch.autograd.Function):
             grad_out = grad_out.contiguous(memory_format=fmt)
         args = (grad_out, *ctx.saved_tensors, *ctx.layout)
         with torch.autocast(grad_out.device.type, enabled=False):
-            if ctx.fused:
-                dx, grad_weight, grad_bias = _FUSED_BACKWARD(*args)
-            else:
-                dx, grad_weight, grad_bias = _backward(*args, decomposed=False)
+            dx, grad_weight, grad_bias = _call(_FUSED_BACKWARD, args, ctx.fused)
         return (dx, grad_weight if ctx.affine[0] else None, grad_bias if ctx.affine[1] else None,
                 None, None, None, None, None, None)
 

@@ -90,3 +90,31 @@ def test_without_a_compiler_fused_falls_back_to_eager(tmp_path) -> None:
                           capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "No working C++ compiler" in done.stdout
+
+
+def test_layer_inside_a_compiled_model() -> None:
+    """torch.compile of a whole model containing MN, seeding included, then the same
+    steps as an eager copy of it (compiled code draws its own random numbers, so the
+    copy starts from the compiled model's state after the first step)."""
+    def build() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), MixtureNorm2d(8),
+                                   torch.nn.ReLU(inplace=True), torch.nn.Conv2d(8, 8, 1),
+                                   MixtureNorm2d(8), torch.nn.Tanh())
+
+    model, reference = build(), build()
+    compiled = torch.compile(model)
+    compiled(torch.randn(4, 3, 6, 6)).square().mean().backward()
+    reference.load_state_dict(model.state_dict())
+    model.zero_grad()
+    for _ in range(2):
+        x = torch.randn(4, 3, 6, 6)
+        outs = []
+        for net in (compiled, reference):
+            y = net(x)
+            y.square().mean().backward()
+            outs.append(y)
+        torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
+    for name, buf in model.state_dict().items():
+        torch.testing.assert_close(buf, reference.state_dict()[name], atol=1e-4, rtol=1e-4)
