@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from gan_mn.norm import MixtureNorm2d
 from gan_mn.norm.functional import MixtureNormFunction, mixture_norm_autograd
 from gan_mn.norm.gmm import Mixture
 
@@ -82,3 +83,20 @@ def test_gradcheck_through_the_posteriors() -> None:
                                      detach_posteriors=False)[0]
 
     assert gradcheck(fn, (x, weight, bias), eps=1e-6, atol=1e-5)
+
+
+def test_layer_option_differentiates_through_the_posteriors() -> None:
+    """detach_posteriors=False on the layer: same forward, a different (fuller) gradient."""
+    x = torch.randn(8, 4, 3, 3) * 2  # overlapping components: posteriors are soft
+    grads, outputs = [], []
+    for detach in (True, False):
+        torch.manual_seed(0)
+        mn = MixtureNorm2d(4, num_components=2, detach_posteriors=detach)
+        leaf = x.clone().requires_grad_()
+        y = mn(leaf)
+        y.backward(torch.cos(y.detach()))
+        outputs.append(y)
+        grads.append(leaf.grad)
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(grads[1]).all()
+    assert not torch.allclose(grads[0], grads[1], atol=1e-3)
