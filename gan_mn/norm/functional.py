@@ -21,8 +21,9 @@ form so that each E-step, M-step, output and gradient is a single pass.
 
 from __future__ import annotations
 
+import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import torch
@@ -118,22 +119,30 @@ def _backward(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, lam: 
 
 class _Kernel:
     """``fn`` with ``decomposed=True`` under ``torch.compile`` (dynamic shapes), built on
-    first use. If no Inductor backend works here (no C++ compiler, no Triton) it
-    warns once and all kernels run eagerly with ``decomposed=False`` from then on;
-    any other error propagates."""
+    first use. Each variant (``key(*args)``: component count, layout, dtype, ...)
+    compiles its own copy of ``fn``: Dynamo's recompile limit counts per code
+    object, and past it would run the decomposed code uncompiled, slowly. If no
+    Inductor backend works here (no C++ compiler, no Triton) it warns once and all
+    kernels run eagerly with ``decomposed=False``; any other error propagates."""
 
     failed = False  # shared: one broken backend means all kernels fall back
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], key: Callable[..., Hashable]) -> None:
         self.fn = fn
-        self.compiled: Callable[..., Any] | None = None
+        self.key = key
+        self.compiled: dict[Hashable, Callable[..., Any]] = {}
 
     def __call__(self, *args: Any) -> Any:
         if not _Kernel.failed:
-            if self.compiled is None:
-                self.compiled = torch.compile(self.fn, dynamic=True)
+            key = self.key(*args)
+            if key not in self.compiled:
+                fn = self.fn
+                copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
+                                          fn.__defaults__, fn.__closure__)
+                copy.__kwdefaults__ = fn.__kwdefaults__
+                self.compiled[key] = torch.compile(copy, dynamic=True)
             try:
-                return self.compiled(*args, decomposed=True)
+                return self.compiled[key](*args, decomposed=True)
             except torch._dynamo.exc.BackendCompilerFailed as err:
                 _Kernel.failed = True
                 reason = str(err).strip().splitlines()[0]
@@ -142,13 +151,27 @@ class _Kernel:
         return self.fn(*args, decomposed=False)
 
 
+def _forward_key(x: Tensor, weight: Tensor | None, bias: Tensor | None,
+                 posteriors: Tensor | None, start: Mixture | None, *rest: Any) -> Hashable:
+    k = (start.weight.shape[0] if start is not None
+         else None if posteriors is None else posteriors.shape[-1 if x.dim() == 4 else 1])
+    return (x.dtype, x.device.type, SampleView.is_channels_last(x), weight is None,
+            bias is None, posteriors is None, k, *rest)
+
+
+def _backward_key(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, *rest: Any
+                  ) -> Hashable:
+    weight, channels_last = rest[-3], rest[-1]
+    return (z.dtype, z.device.type, channels_last, a is None, mass.shape[0], weight is None)
+
+
 def _owned(t: Tensor) -> Tensor:
     """A Function output must not be a view (compiled code may return one)."""
     return t.clone() if t._base is not None else t
 
 
-_FUSED_FORWARD = _Kernel(_forward)
-_FUSED_BACKWARD = _Kernel(_backward)
+_FUSED_FORWARD = _Kernel(_forward, _forward_key)
+_FUSED_BACKWARD = _Kernel(_backward, _backward_key)
 
 
 def _call(kernel: _Kernel, args: tuple[Any, ...], fused: bool) -> Any:
@@ -178,8 +201,9 @@ class MixtureNormFunction(torch.autograd.Function):
                 eps: float, var_floor: float, fused: bool = False) -> tuple[Tensor, ...]:
         # Plain tensors, not Parameters: torch.compile keeps Parameter shapes static,
         # which would compile once per channel count.
+        # (x too: one graph whether or not it requires grad.)
         w, b = (None if t is None else t.detach() for t in (weight, bias))
-        args = (x, w, b, posteriors, start, em_iters, eps, var_floor, True)
+        args = (x.detach(), w, b, posteriors, start, em_iters, eps, var_floor, True)
         res = _call(_FUSED_FORWARD, args, fused)
         stats = res.stats
         ctx.save_for_backward(res.z, res.a, stats.mass, stats.weight, stats.mean,
@@ -196,7 +220,8 @@ class MixtureNormFunction(torch.autograd.Function):
         if ctx.fused:  # one stride pattern for the compiled code (e.g. not sum()'s expand)
             fmt = torch.channels_last if ctx.layout[1] else torch.contiguous_format
             grad_out = grad_out.contiguous(memory_format=fmt)
-        args = (grad_out, *ctx.saved_tensors, *ctx.layout)
+        *saved, weight = ctx.saved_tensors
+        args = (grad_out, *saved, None if weight is None else weight.detach(), *ctx.layout)
         with torch.autocast(grad_out.device.type, enabled=False):
             dx, grad_weight, grad_bias = _call(_FUSED_BACKWARD, args, ctx.fused)
         return (dx, grad_weight if ctx.affine[0] else None, grad_bias if ctx.affine[1] else None,
