@@ -153,10 +153,11 @@ class _Kernel:
 
 def _forward_key(x: Tensor, weight: Tensor | None, bias: Tensor | None,
                  posteriors: Tensor | None, start: Mixture | None, *rest: Any) -> Hashable:
+    channels_last = SampleView.is_channels_last(x)
     k = (start.weight.shape[0] if start is not None
-         else None if posteriors is None else posteriors.shape[-1 if x.dim() == 4 else 1])
-    return (x.dtype, x.device.type, SampleView.is_channels_last(x), weight is None,
-            bias is None, posteriors is None, k, *rest)
+         else None if posteriors is None else posteriors.shape[2 if channels_last else 1])
+    return (x.dtype, x.device.type, channels_last, weight is None, bias is None,
+            posteriors is None, k, *rest)
 
 
 def _backward_key(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, *rest: Any
