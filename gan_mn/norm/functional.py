@@ -63,6 +63,7 @@ class _Forward(NamedTuple):
     a: Tensor | None
     shift: Tensor
     stats: BatchStats
+    inv_std: Tensor  # (v_k + eps)^-1/2, (K, C)
 
 
 def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
@@ -84,12 +85,13 @@ def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     else:
         tau = posteriors
         stats = m_step(view, tau, z, z2)
+    inv_std = torch.rsqrt(stats.var + eps)  # compiled, this and normalize's are one op
     if torch.is_grad_enabled() or decomposed:
         out, a = normalize(view, z, tau, stats, eps, weight, bias)
-        return _Forward(view.output(out), z, a, c, stats)
+        return _Forward(view.output(out), z, a, c, stats, inv_std)
     y = torch.empty_like(x)
     _, a = normalize(view, z, tau, stats, eps, weight, bias, out=view.samples(y))
-    return _Forward(y, z, a, c, stats)
+    return _Forward(y, z, a, c, stats, inv_std)
 
 
 def _backward(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, lam: Tensor,
@@ -208,7 +210,7 @@ class MixtureNormFunction(torch.autograd.Function):
         res = _call(_FUSED_FORWARD, args, fused)
         stats = res.stats
         ctx.save_for_backward(res.z, res.a, stats.mass, stats.weight, stats.mean,
-                              torch.rsqrt(stats.var + eps), weight)
+                              res.inv_std, weight)
         ctx.layout = (x.shape, SampleView.is_channels_last(x))
         ctx.fused = fused
         ctx.affine = (weight is not None, bias is not None)
