@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from gan_mn.models import Discriminator, Generator
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.norm.functional import normalize, shift_of
-from gan_mn.norm.gmm import Mixture, SampleView, fit
+from gan_mn.norm.functional import normalize, shifted_samples
+from gan_mn.norm.gmm import Mixture, fit
 
 ITERS = (1, 2, 3, 5)
 
@@ -44,9 +44,7 @@ def load_images(path: Path) -> Tensor:
 @torch.no_grad()
 def compare(layer: MixtureNorm2d, x: Tensor, reference: int) -> dict[int, tuple[float, float]]:
     """Output deviation and assignment changes of each iteration count vs the reference."""
-    view = SampleView.of(x)
-    c = shift_of(x)
-    z = view.data - view.col(c)
+    view, c, z = shifted_samples(x)
     z2 = z * z
     start = Mixture(layer.em_weight, layer.em_mean - c, layer.em_var)
     results = {}

@@ -32,9 +32,14 @@ from torch import Tensor
 from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView, fit, m_step
 
 
-def shift_of(x: Tensor) -> Tensor:
-    """Per-channel shift ``c``: the first sample's values, which lie within the data."""
-    return x[0, :, 0, 0].detach()
+def shifted_samples(x: Tensor, decomposed: bool = False) -> tuple[SampleView, Tensor, Tensor]:
+    """``x`` as samples, the per-channel shift ``c`` and ``z = x - c`` (sample layout).
+
+    ``c`` is the first sample's values: within the data, and a constant.
+    """
+    view = SampleView.of(x, decomposed)
+    c = x[0, :, 0, 0].detach()
+    return view, c, view.data - view.col(c)
 
 
 def normalize(view: SampleView, z: Tensor, tau: Tensor | None, stats: Mixture | BatchStats,
@@ -75,9 +80,7 @@ def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     straight into a fresh ``(N, C, H, W)`` tensor: a Function's output must not be
     a view for in-place ops after it (``ReLU(inplace=True)``) to stay cheap and legal.
     """
-    view = SampleView.of(x, decomposed)
-    c = shift_of(x)
-    z = view.data - view.col(c)
+    view, c, z = shifted_samples(x, decomposed)
     z2 = z * z
     if posteriors is None and start is not None:
         shifted = Mixture(start.weight, start.mean - c, start.var)

@@ -85,9 +85,8 @@ class SampleView:
         return a.narrow(self.kdim, k, 1)
 
     def project(self, t: Tensor, w: Tensor) -> Tensor:
-        """``sum_c t_ic w_kc``: samples x ``(K, C)`` -> posterior layout."""
-        if self.decomposed:
-            return torch.stack([(t * self.col(wk)).sum(self.kdim) for wk in w], self.kdim)
+        """``sum_c t_ic w_kc``: samples x ``(K, C)`` -> posterior layout (eager form only:
+        decomposed code computes distances directly, see :meth:`sq_dist`)."""
         if self.channels_last:
             return torch.bmm(t, self._tables(w.t()))
         return torch.bmm(self._tables(w), t)

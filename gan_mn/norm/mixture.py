@@ -11,7 +11,7 @@ from gan_mn.norm.functional import (
     MixtureNormFunction,
     mixture_norm_autograd,
     normalize,
-    shift_of,
+    shifted_samples,
 )
 from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, reseed_dead, seed
 
@@ -173,9 +173,7 @@ class MixtureNorm2d(nn.Module):
         if self._seeded is None:
             self._seeded = bool(self.em_seeded)  # one host read per load, not per step
         if not self._seeded:
-            view = SampleView.of(x.detach())
-            c = shift_of(x)
-            z = view.data - view.col(c)
+            view, c, z = shifted_samples(x.detach())
             mix = seed(view, z, z * z, self.num_components, self.seed_iters, self.eps)
             self.em_weight.copy_(mix.weight)
             self.em_mean.copy_(mix.mean + c)
