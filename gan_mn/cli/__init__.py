@@ -1,0 +1,62 @@
+"""The ``gan-mn`` command: ``fit`` (LightningCLI) and ``evaluate``, ``sample``, ``compare``.
+
+Errors the user can fix (bad data, settings, checkpoints, paths) end with one line on
+stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: gan-mn {fit,validate,evaluate,sample,compare} ...
+
+  fit -c CONFIG [--key value ...]  train (LightningCLI; `gan-mn fit --help` lists every key)
+  evaluate CKPT [options]          IS/FID/KID/PRC of a checkpoint with torch-fidelity
+  sample CKPT --num N --out F.png  generate a grid, or --out-dir DIR of PNGs
+  compare RUN_DIR ... --out DIR    BN-vs-MN convergence report from run logs
+"""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from gan_mn.cli.fit import RunError
+    from gan_mn.data import DataError
+    from gan_mn.metrics import MetricsError
+    from gan_mn.training import CheckpointError
+
+    return (RunError, DataError, MetricsError, CheckpointError, ValueError, OSError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from_sys = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "evaluate":
+            from gan_mn.cli.commands import evaluate_main
+
+            return evaluate_main(rest)
+        if command == "sample":
+            from gan_mn.cli.commands import sample_main
+
+            return sample_main(rest)
+        if command == "compare":
+            from gan_mn.report.cli import compare_main
+
+            return compare_main(rest)
+        from gan_mn.cli.fit import GANCLI
+
+        GANCLI(args=None if from_sys else argv)
+        return 0
+    except _user_errors() as err:
+        print(f"gan-mn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gan-mn: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())

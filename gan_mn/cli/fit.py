@@ -1,0 +1,101 @@
+"""``gan-mn fit``: LightningCLI over the GAN module and the data module.
+
+Adds to Lightning's own options: ``--metrics.*`` (FidelityCallback), ``--checkpoint.*``
+(ModelCheckpoint for ``last.ckpt``), ``--run_name``, ``--output_dir`` and ``--wandb.*``.
+The run directory is ``<output_dir>/<run_name>``, the run name ``<label>-seed<seed>``
+unless given, so the same command finds its run again with ``--ckpt_path last``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from gan_mn.cli.rundir import WANDB_MODES, make_loggers, truncate_metrics
+from gan_mn.data import GANDataModule
+from gan_mn.metrics import FidelityCallback
+from gan_mn.training import GAN, default_label
+
+
+class RunError(ValueError):
+    """A run that cannot start as asked, with a message meant for the user as is."""
+
+
+class GANCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # Our checkpoints are meant to hold the state after the step; Lightning warns
+        # about that for every manual-optimisation module.
+        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        super().__init__(GAN, GANDataModule, args=args, run=run, seed_everything_default=0,
+                         save_config_kwargs={"overwrite": True},
+                         auto_configure_optimizers=False)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(FidelityCallback, "metrics")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
+                             "checkpoint.every_n_train_steps": 1000,
+                             "checkpoint.enable_version_counter": False})
+        parser.add_argument("--run_name", type=str | None, default=None,
+                            help="run directory name (default: <label>-seed<seed>)")
+        parser.add_argument("--output_dir", type=str, default="checkpoints",
+                            help="parent of the run directory, relative to the working dir")
+        parser.add_argument("--wandb.mode", type=Literal[WANDB_MODES], default="offline",
+                            help="offline (default; `wandb sync` later), online or disabled")
+        parser.add_argument("--wandb.project", type=str, default="gan-mn")
+        parser.link_arguments("seed_everything", "data.seed")
+
+    # --- run directory --------------------------------------------------------------------
+    def _run_config(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._run_config()
+        label = cfg.model.label or default_label(cfg.model.g_norm, cfg.model.d_norm)
+        cfg.model.label = label
+        cfg.run_name = cfg.run_name or f"{label}-seed{cfg.seed_everything}"
+        run_dir = Path(cfg.output_dir) / cfg.run_name
+        cfg.trainer.default_root_dir = str(run_dir)
+        if cfg.checkpoint.dirpath is None:
+            cfg.checkpoint.dirpath = str(run_dir)
+        if self.subcommand == "fit" and cfg.get("ckpt_path") is None and (
+                Path(cfg.checkpoint.dirpath) / "last.ckpt").exists():
+            raise RunError(f"{run_dir} already holds a run; resume it with --ckpt_path last, "
+                           "or pick another --run_name or --output_dir")
+        self.run_dir = run_dir
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        cfg = self._run_config()
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        if trainer_cfg.get("logger") in (None, True):
+            kwargs["logger"] = make_loggers(self.run_dir, cfg.run_name, cfg.wandb.project,
+                                            cfg.wandb.mode)
+        metrics: FidelityCallback = self._get(self.config_init, "metrics")
+        if metrics.enabled and "fid" in metrics.metrics:
+            fid_key = metrics.protocol(self.datamodule.reference_name()).fid_key()
+            best = ModelCheckpoint(dirpath=cfg.checkpoint.dirpath, monitor=fid_key, mode="min",
+                                   filename="best-fid-step{step}", auto_insert_metric_name=False,
+                                   save_top_k=1, every_n_train_steps=metrics.every_n_steps,
+                                   enable_version_counter=False)
+            kwargs["callbacks"] = [*(trainer_cfg.get("callbacks") or []), best]
+        return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        ckpt_path = self._run_config().get("ckpt_path")
+        if ckpt_path is None:
+            return
+        path = Path(self._run_config().checkpoint.dirpath) / "last.ckpt" if ckpt_path == "last" \
+            else Path(ckpt_path)
+        if not path.is_file():
+            raise RunError(f"checkpoint to resume from not found: {path}")
+        step = int(torch.load(path, map_location="cpu", weights_only=False,
+                              mmap=True).get("global_step", 0))
+        truncate_metrics(self.run_dir / "metrics.csv", step)
+
+
+__all__ = ["GANCLI", "RunError"]

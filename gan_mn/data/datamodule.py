@@ -1,0 +1,119 @@
+"""LightningDataModule for GAN training: CIFAR-10 or any image folder, in ``[-1, 1]``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from gan_mn.data.sources import DataError, load_cifar10, load_image_folder, synthetic_images
+
+
+class UInt8Images(Dataset):
+    """Indexable view of a ``uint8`` image tensor; conversion to float happens per batch
+    on the training device (see ``GANDataModule.on_after_batch_transfer``)."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.images[index]
+
+
+class GANDataModule(pl.LightningDataModule):
+    """Training images for the GAN.
+
+    Args:
+        dataset: ``cifar10`` (torchvision download into ``root`` on first use) or
+            ``imagefolder`` (every image under ``root``, recursively) or ``synthetic``
+            (1,024 generated colour fields: no data needed, for smoke runs and tests).
+        root: where the data is (or goes, for CIFAR-10).
+        split: CIFAR-10 split; ignored for image folders.
+        image_size: side of the square images the models see (CIFAR-10 is 32).
+        batch_size: real images per discriminator step.
+        num_workers: DataLoader workers; images are in memory, so 0 is usually fastest.
+        download: allow downloading CIFAR-10 when it is missing.
+        seed: seeds the shuffling order, independently of the global seed.
+    """
+
+    def __init__(self, dataset: Literal["cifar10", "imagefolder", "synthetic"] = "cifar10",
+                 root: str = "data", split: Literal["train", "test"] = "train",
+                 image_size: int = 32, batch_size: int = 64, num_workers: int = 0,
+                 download: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (BN/MN need a batch), got {batch_size}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.save_hyperparameters()
+        self.images: Tensor | None = None
+
+    def load_images(self) -> Tensor:
+        """The whole dataset as ``uint8`` ``(N, 3, S, S)``, loaded once."""
+        if self.images is None:
+            h = self.hparams
+            if h.dataset == "cifar10":
+                images = load_cifar10(h.root, h.split, h.download)
+                if h.image_size != 32:
+                    raise DataError(f"CIFAR-10 images are 32x32; image_size={h.image_size} "
+                                    "is not supported for it")
+            elif h.dataset == "imagefolder":
+                images = load_image_folder(h.root, h.image_size)
+            elif h.dataset == "synthetic":
+                images = synthetic_images(1024, h.image_size)
+            else:
+                raise DataError(f"unknown dataset {h.dataset!r} (cifar10, imagefolder, synthetic)")
+            self.images = images
+        return self.images
+
+    def prepare_data(self) -> None:
+        if self.hparams.dataset == "cifar10":  # download once, on one process
+            load_cifar10(self.hparams.root, self.hparams.split, self.hparams.download)
+
+    def setup(self, stage: str) -> None:
+        n = self.load_images().shape[0]
+        if n < self.hparams.batch_size:
+            raise DataError(f"{self.describe()} has {n} images, fewer than one batch "
+                            f"({self.hparams.batch_size})")
+
+    def train_dataloader(self) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(UInt8Images(self.load_images()), batch_size=self.hparams.batch_size,
+                          shuffle=True, drop_last=True, generator=gen,
+                          num_workers=self.hparams.num_workers,
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Tensor:
+        """uint8 ``[0, 255]`` -> float ``[-1, 1]``, on the device."""
+        return batch.float().div_(127.5).sub_(1.0)
+
+    # --- what the metrics need: the reference images and a key that identifies them ---
+    def describe(self) -> str:
+        h = self.hparams
+        if h.dataset == "cifar10":
+            return f"cifar10-{h.split} ({h.root})"
+        return f"imagefolder {h.root}" if h.dataset == "imagefolder" else "synthetic"
+
+    def reference_key(self) -> str:
+        """Identifies the reference images by content (a hash of the decoded pixels) as
+        well as by name, so two datasets, splits, sizes or edits never share a key."""
+        h = self.hparams
+        images = self.load_images()
+        digest = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12]
+        name = {"cifar10": f"cifar10-{h.split}", "synthetic": "synthetic"}.get(
+            h.dataset, Path(h.root).expanduser().resolve().name)
+        return f"{name}-{images.shape[-1]}px-{images.shape[0]}-{digest}"
+
+    def reference_name(self) -> str:
+        """Short protocol name for metric keys: ``train`` or ``test``."""
+        return self.hparams.split if self.hparams.dataset == "cifar10" else "train"

@@ -1,0 +1,125 @@
+"""FidelityCallback: IS/FID (and KID, PRC) with torch-fidelity every N training steps.
+
+Logger-agnostic: values go to every attached logger through ``log_metrics`` and to
+``trainer.callback_metrics`` (so ``ModelCheckpoint(monitor=...)`` can keep the best).
+It needs only two things from the run: the module's ``sampling_generator()`` (or its
+``generator``) and a datamodule with ``load_images()`` and ``reference_key()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+
+from gan_mn.data import UInt8Images
+from gan_mn.images import grid_image, log_image, save_png
+from gan_mn.metrics.fidelity import (
+    DEFAULT_CACHE_DIR,
+    MetricsError,
+    check_extractor,
+    compute_metrics,
+    generate,
+    load_plugin,
+)
+from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NormMode, Protocol, parse_metrics
+
+log = logging.getLogger(__name__)
+
+
+class FidelityCallback(Callback):
+    """Scores the generator with torch-fidelity during training.
+
+    Args:
+        every_n_steps: evaluate every N generator steps (0 disables).
+        num_samples: generated images per evaluation.
+        metrics: any of ``isc``, ``fid``, ``kid``, ``prc``.
+        feature_extractor: a torch-fidelity extractor name (Inception by default).
+        feature_extractor_weights_path: local weights, for machines without internet.
+        extractor_plugin: Python file or module imported first (registers extractors).
+        cache_dir: where reference statistics are cached between runs.
+        norm_mode: sample with ``running`` norm statistics (eval mode) or ``batch`` ones.
+        batch_size: images per generator / extractor batch.
+        seed: noise seed, the same at every evaluation so curves compare like with like.
+        kid_subset_size: KID subset size (torch-fidelity's default 1000).
+    """
+
+    def __init__(self, every_n_steps: int = 0, num_samples: int = 10000,
+                 metrics: list[str] | None = None,
+                 feature_extractor: str = DEFAULT_EXTRACTOR,
+                 feature_extractor_weights_path: str | None = None,
+                 extractor_plugin: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
+                 norm_mode: NormMode = "running", batch_size: int = 100, seed: int = 2020,
+                 kid_subset_size: int = 1000) -> None:
+        if every_n_steps < 0:
+            raise MetricsError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        if num_samples < 2:
+            raise MetricsError(f"num_samples must be at least 2, got {num_samples}")
+        if batch_size < 1:
+            raise MetricsError(f"batch_size must be positive, got {batch_size}")
+        self.every_n_steps = every_n_steps
+        self.metrics = parse_metrics(metrics if metrics is not None else ["isc", "fid"])
+        self.num_samples = num_samples
+        self.feature_extractor = feature_extractor
+        self.weights_path = feature_extractor_weights_path
+        self.extractor_plugin = extractor_plugin
+        self.cache_dir = cache_dir
+        self.norm_mode = norm_mode
+        self.batch_size = batch_size
+        self.seed = seed
+        self.kid_subset_size = kid_subset_size
+        self._last_step = -1
+        if every_n_steps:  # fail at start-up, not hours into the run
+            load_plugin(extractor_plugin)
+            check_extractor(feature_extractor)
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_n_steps > 0
+
+    def protocol(self, reference: str) -> Protocol:
+        return Protocol(self.num_samples, reference, self.feature_extractor, self.norm_mode,
+                        self.seed)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.enabled and step % self.every_n_steps == 0 and step not in (0, self._last_step):
+            self._last_step = step
+            self.evaluate(trainer, pl_module)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """Compute, log and return the metrics for the current generator."""
+        datamodule = trainer.datamodule
+        generator: nn.Module = (pl_module.sampling_generator()
+                                if hasattr(pl_module, "sampling_generator") else pl_module.generator)
+        protocol = self.protocol(datamodule.reference_name())
+        values = compute_metrics(
+            generator, generator.z_dim, UInt8Images(datamodule.load_images()),
+            datamodule.reference_key(), protocol, self.metrics,
+            weights_path=self.weights_path, cache_dir=self.cache_dir,
+            batch_size=self.batch_size, kid_subset_size=self.kid_subset_size)
+        step = trainer.global_step
+        for key, value in values.items():  # callback_metrics: what ModelCheckpoint monitors
+            pl_module.log(key, value, on_step=True, on_epoch=False, logger=False,
+                          prog_bar=key == protocol.fid_key(), sync_dist=False)
+        for logger in trainer.loggers:
+            logger.log_metrics({**values, "metrics/num_samples": self.num_samples}, step=step)
+        self._log_grid(trainer, generator, step)
+        log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        return values
+
+    @rank_zero_only
+    def _log_grid(self, trainer: pl.Trainer, generator: nn.Module, step: int) -> None:
+        images = generate(generator, 64, self.seed, self.norm_mode, self.batch_size)
+        root = Path(trainer.log_dir or trainer.default_root_dir)
+        path = save_png(grid_image(images),
+                        root / "samples" / f"metrics_step_{step:07d}.png")
+        log_image(trainer.loggers, "samples/metrics", path, step)

@@ -1,0 +1,65 @@
+"""Score a checkpoint: ``gan-mn evaluate`` without the argument parsing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gan_mn.data import GANDataModule, UInt8Images
+from gan_mn.metrics.fidelity import DEFAULT_CACHE_DIR, compute_metrics, load_plugin
+from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, Protocol, parse_metrics
+from gan_mn.training import load_run
+
+
+def reference_data(spec: str | None, data_hparams: dict[str, Any] | None, image_size: int,
+                   data_root: str | None = None) -> GANDataModule:
+    """The reference images: ``None`` (the checkpoint's training data), ``cifar10-train``,
+    ``cifar10-test`` or a folder of images."""
+    if spec is None:
+        if not data_hparams:
+            raise ValueError("the checkpoint does not record its training data; "
+                             "pass --reference DIR or cifar10-train")
+        keep = ("dataset", "root", "split", "image_size", "download")
+        hparams = {k: v for k, v in data_hparams.items() if k in keep}
+        if data_root:
+            hparams["root"] = data_root
+        return GANDataModule(**hparams)
+    if spec in ("cifar10-train", "cifar10-test"):
+        root = data_root or ((data_hparams or {}).get("root") if (data_hparams or {}).get(
+            "dataset") == "cifar10" else None) or "data"
+        return GANDataModule("cifar10", root=root, split=spec.split("-")[1])
+    return GANDataModule("imagefolder", root=spec, image_size=image_size)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, num_samples: int = 10000,
+                        metrics: str = "isc,fid", feature_extractor: str = DEFAULT_EXTRACTOR,
+                        feature_extractor_weights: str | None = None,
+                        extractor_plugin: str | None = None, reference: str | None = None,
+                        data_root: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
+                        seed: int = 2020, norm_mode: str = "running", batch_size: int = 100,
+                        kid_subset_size: int = 1000, device: str | None = None
+                        ) -> dict[str, Any]:
+    """Metric values and the protocol that produced them, as one flat record."""
+    names = parse_metrics(metrics)
+    load_plugin(extractor_plugin)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    run = load_run(checkpoint, map_location=device)
+    generator = run.gan.generator.to(device)
+    size = int((run.data_hparams or {}).get("image_size", 32))
+    data = reference_data(reference, run.data_hparams, size, data_root)
+    protocol = Protocol(num_samples, data.reference_name() if reference is None or
+                        reference.startswith("cifar10-") else Path(reference).name,
+                        feature_extractor, norm_mode, seed)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    values = compute_metrics(generator, generator.z_dim, UInt8Images(data.load_images()),
+                             data.reference_key(), protocol, names,
+                             weights_path=feature_extractor_weights, cache_dir=cache_dir,
+                             batch_size=batch_size, kid_subset_size=kid_subset_size)
+    return {**values, "checkpoint": str(run.path), "step": run.step, "ema": run.ema,
+            "num_samples": num_samples, "reference": data.describe(),
+            "reference_key": data.reference_key(), "feature_extractor": feature_extractor,
+            "feature_extractor_weights": feature_extractor_weights, "norm_mode": norm_mode,
+            "seed": seed, "seconds": round(time.perf_counter() - start, 3)}

@@ -1,0 +1,185 @@
+"""torch-fidelity glue: sample a generator, compare with cached reference statistics.
+
+All metric maths is torch-fidelity's ``calculate_metrics``; this module only decides
+what goes in (a uint8 view of the generator, the reference images, a cache key that
+identifies them) and names what comes out (``protocol.Protocol``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch_fidelity
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torch_fidelity.generative_model_modulewrapper import GenerativeModelModuleWrapper
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from gan_mn.images import to_uint8
+from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NORM_MODES, Protocol, parse_metrics
+
+DEFAULT_CACHE_DIR = "~/.cache/gan-mn/fidelity"
+
+
+class MetricsError(ValueError):
+    """Metric settings that cannot work, with a message meant for the user as is."""
+
+
+class UInt8Generator(nn.Module):
+    """A ``[-1, 1]`` generator seen as torch-fidelity expects: uint8 images."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: Tensor) -> Tensor:
+        return to_uint8(self.generator(z))
+
+
+def sampler(generator: nn.Module, norm_mode: str) -> nn.Module:
+    """The module to sample with: the generator in eval mode (running statistics), or a
+    train-mode copy (batch statistics) so that sampling never moves its statistics.
+    Callers restore the generator's mode."""
+    if norm_mode not in NORM_MODES:
+        raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {norm_mode!r}")
+    return copy.deepcopy(generator).train() if norm_mode == "batch" else generator.eval()
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, num: int, seed: int, norm_mode: str = "running",
+             batch_size: int = 100) -> Tensor:
+    """``num`` uint8 images ``(num, 3, H, W)`` on the CPU from seeded normal noise."""
+    if num < 1:
+        raise MetricsError(f"the number of images must be positive, got {num}")
+    device = next(generator.parameters()).device
+    was_training = generator.training
+    noise = torch.Generator().manual_seed(seed)
+    model = sampler(generator, norm_mode)
+    try:
+        chunks = [to_uint8(model(torch.randn(min(batch_size, num - i), generator.z_dim,
+                                             generator=noise).to(device))).cpu()
+                  for i in range(0, num, batch_size)]
+    finally:
+        generator.train(was_training)
+    return torch.cat(chunks)
+
+
+def load_plugin(spec: str | None) -> None:
+    """Import a Python file or module (once) so that the feature extractors it registers
+    with ``torch_fidelity.register_feature_extractor`` can be named."""
+    if not spec:
+        return
+    path = Path(spec).expanduser()
+    if path.suffix == ".py" or path.exists():
+        if not path.is_file():
+            raise MetricsError(f"extractor plugin {path} does not exist")
+        name = "gan_mn_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+        if name in sys.modules:
+            return
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise MetricsError(f"extractor plugin {path} cannot be imported as Python")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception:
+            del sys.modules[name]
+            raise
+    else:
+        try:
+            importlib.import_module(spec)
+        except ImportError as err:
+            raise MetricsError(f"extractor plugin {spec!r} is neither a file nor an "
+                               f"importable module ({err})") from err
+
+
+def check_extractor(name: str) -> None:
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        known = ", ".join(sorted(FEATURE_EXTRACTORS_REGISTRY))
+        raise MetricsError(f"unknown feature extractor {name!r} (registered: {known}); "
+                           "a custom one needs its extractor plugin")
+
+
+def reference_cache_name(reference_key: str, extractor: str, weights_path: str | None) -> str:
+    """torch-fidelity caches by input name and extractor name only; fold the weights
+    file (path, size, mtime) in so that other weights never reuse these statistics."""
+    weights = "default"
+    if weights_path:
+        path = Path(weights_path).expanduser().resolve()
+        if not path.is_file():
+            raise MetricsError(f"feature extractor weights {path} do not exist")
+        stat = path.stat()
+        weights = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return f"gan-mn-{reference_key}-{extractor}-w{weights}"
+
+
+def validate(protocol: Protocol, metrics: Sequence[str], kid_subset_size: int,
+             reference_size: int) -> tuple[str, ...]:
+    """Reject settings torch-fidelity would fail on late or answer wrongly."""
+    try:
+        names = parse_metrics(list(metrics))
+    except ValueError as err:
+        raise MetricsError(str(err)) from err
+    if protocol.norm_mode not in NORM_MODES:
+        raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {protocol.norm_mode!r}")
+    if protocol.num_samples < 2:
+        raise MetricsError(f"metrics need at least 2 samples, got {protocol.num_samples}")
+    needs_reference = set(names) - {"isc"}
+    if needs_reference and reference_size < 2:
+        raise MetricsError(f"the reference has {reference_size} images; FID/KID/PRC need >= 2")
+    if "kid" in names and kid_subset_size > min(protocol.num_samples, reference_size):
+        raise MetricsError(f"KID subset size {kid_subset_size} is larger than the sample count "
+                           f"({min(protocol.num_samples, reference_size)}); lower kid_subset_size")
+    return names
+
+
+def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, reference_key: str,
+                    protocol: Protocol, metrics: Sequence[str] = ("isc", "fid"), *,
+                    weights_path: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
+                    batch_size: int = 100, kid_subset_size: int = 1000) -> dict[str, float]:
+    """Metric values of ``generator`` (named by ``protocol``), via torch-fidelity.
+
+    ``norm_mode='running'`` samples in eval mode (running statistics), ``'batch'`` from
+    a copy in train mode, so the generator's own statistics are never touched. The
+    generator's mode is restored. Reference statistics are cached under
+    ``reference_key`` + extractor + weights in ``cache_dir``."""
+    names = validate(protocol, metrics, kid_subset_size, len(reference))
+    check_extractor(protocol.feature_extractor)
+    needs_reference = bool(set(names) - {"isc"})
+    device = next(generator.parameters()).device
+    was_training = generator.training
+    wrapper = GenerativeModelModuleWrapper(UInt8Generator(sampler(generator, protocol.norm_mode)),
+                                           z_dim, "normal", 0, make_eval=False)
+    cache_root = Path(cache_dir).expanduser()
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MetricsError(f"cache directory {cache_root} cannot be created ({err})") from err
+    try:
+        result = torch_fidelity.calculate_metrics(
+            input1=wrapper, input1_model_num_samples=protocol.num_samples,
+            input2=reference if needs_reference else None,
+            input2_cache_name=reference_cache_name(reference_key, protocol.feature_extractor,
+                                                   weights_path) if needs_reference else None,
+            cache_root=str(cache_root), cache=True, cuda=device.type == "cuda",
+            batch_size=min(batch_size, protocol.num_samples),
+            feature_extractor=protocol.feature_extractor,
+            feature_extractor_weights_path=weights_path, rng_seed=protocol.seed,
+            kid_subset_size=kid_subset_size, verbose=False,
+            **{m: True for m in names})
+    finally:
+        generator.train(was_training)
+    return {protocol.key(k): float(v) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_EXTRACTOR", "MetricsError", "UInt8Generator",
+           "check_extractor", "compute_metrics", "generate", "load_plugin", "reference_cache_name"]

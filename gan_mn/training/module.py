@@ -1,0 +1,154 @@
+"""The GAN LightningModule: manual optimisation of a DCGAN pair, nothing else.
+
+Models, losses, data and metrics live elsewhere; this module wires them to Lightning.
+``trainer.global_step`` counts generator updates (the discriminator's optimiser steps
+are not counted), so ``max_steps`` and every ``*_every_n_steps`` mean generator steps,
+as GAN papers count them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from torch import Tensor, nn
+
+from gan_mn.images import grid_image, log_image, save_png
+from gan_mn.models import Discriminator, Generator
+from gan_mn.norm import NORM_KINDS
+from gan_mn.training.losses import LOSS_KINDS, LossKind, discriminator_loss, generator_loss
+
+
+def default_label(g_norm: str | Sequence[str], d_norm: str | Sequence[str]) -> str:
+    """Run label from the norms: ``bn``, ``mn-g`` (MN in G only), ``mn-gd``, ``none``, or
+    a spelled-out mix such as ``g-mn+bn_d-bn``."""
+    g = {g_norm} if isinstance(g_norm, str) else set(g_norm)
+    d = {d_norm} if isinstance(d_norm, str) else set(d_norm)
+    if g == d and len(g) == 1:
+        kind = next(iter(g))
+        return f"{kind}-gd" if kind == "mn" else kind
+    if g == {"mn"} and d <= {"bn", "none"}:
+        return "mn-g"
+    return f"g-{'+'.join(sorted(g))}_d-{'+'.join(sorted(d))}"
+
+
+class GAN(pl.LightningModule):
+    """DCGAN trained with manual optimisation.
+
+    Args:
+        label: name of the configuration in reports (e.g. ``bn``, ``mn-g``); derived
+            from the norms when not given.
+        z_dim, g_channels, d_channels: model sizes (DCGAN: 100, 512/256/128, 64/128/256).
+        g_norm, d_norm: ``bn``, ``mn`` or ``none``, for all norm layers or one per layer.
+        norm_kwargs: options per norm kind, e.g. ``{"mn": {"num_components": 3}}``.
+        loss: ``ns`` (non-saturating) or ``hinge``.
+        lr_g, lr_d, betas: Adam settings (DCGAN: 2e-4, (0.5, 0.999)).
+        d_steps: discriminator steps (each on a new batch) per generator step.
+        sample_every_n_steps: save a fixed-noise sample grid every N generator steps
+            (0: never); the noise is stored in the checkpoint.
+        num_grid_samples: images in that grid.
+    """
+
+    def __init__(self, label: str | None = None, z_dim: int = 100,
+                 g_channels: Sequence[int] = (512, 256, 128),
+                 d_channels: Sequence[int] = (64, 128, 256),
+                 g_norm: str | list[str] = "bn", d_norm: str | list[str] = "bn",
+                 norm_kwargs: dict[str, dict[str, Any]] | None = None,
+                 loss: LossKind = "ns", lr_g: float = 2e-4, lr_d: float = 2e-4,
+                 betas: tuple[float, float] = (0.5, 0.999), d_steps: int = 1,
+                 sample_every_n_steps: int = 500, num_grid_samples: int = 64) -> None:
+        super().__init__()
+        if loss not in LOSS_KINDS:
+            raise ValueError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
+        if d_steps < 1:
+            raise ValueError(f"d_steps must be at least 1, got {d_steps}")
+        if sample_every_n_steps < 0 or num_grid_samples < 1:
+            raise ValueError("sample_every_n_steps must be >= 0 and num_grid_samples >= 1")
+        unknown = set(norm_kwargs or {}) - set(NORM_KINDS)
+        if unknown:
+            raise ValueError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, got {sorted(unknown)}")
+        self.save_hyperparameters()
+        self.label = label or default_label(g_norm, d_norm)
+        try:
+            self.generator = Generator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs)
+            self.discriminator = Discriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs)
+        except TypeError as err:  # an unknown option in norm_kwargs
+            raise ValueError(f"invalid norm_kwargs: {err}") from err
+        self.register_buffer("fixed_noise", self.generator.sample_latent(num_grid_samples))
+        self.automatic_optimization = False
+        self._last_grid_step = -1
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.generator(z)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        h = self.hparams
+        return [torch.optim.Adam(self.generator.parameters(), lr=h.lr_g, betas=tuple(h.betas)),
+                torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=tuple(h.betas))]
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        h = self.hparams
+        opt_g, opt_d = self.optimizers()
+        real = batch
+        fake = self.generator(self.generator.sample_latent(real.shape[0], self.device))
+
+        loss_d = discriminator_loss(h.loss, self.discriminator(real),
+                                    self.discriminator(fake.detach()))
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        # Through the strategy (precision plugins apply) but not LightningOptimizer.step,
+        # which would count it in global_step.
+        self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=_no_closure)
+        self.log("loss/d", loss_d.detach(), prog_bar=True)
+
+        if (batch_idx + 1) % h.d_steps:
+            return
+        if h.d_steps > 1:  # the fake batch above is stale: D has moved since
+            fake = self.generator(self.generator.sample_latent(real.shape[0], self.device))
+        with self.toggled_optimizer(opt_g):  # no weight gradients for D here
+            loss_g = generator_loss(h.loss, self.discriminator(fake))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+        self.log("loss/g", loss_g.detach(), prog_bar=True)
+
+    # --- sampling -------------------------------------------------------------------------
+    def sampling_generator(self) -> nn.Module:
+        """The generator to sample from: the weight-averaged (EMA) one when a
+        ``WeightAveraging`` callback is training it, otherwise the live one."""
+        trainer = self._trainer
+        for cb in trainer.callbacks if trainer is not None else []:
+            average = getattr(cb, "_average_model", None) if isinstance(cb, WeightAveraging) else None
+            if average is not None:
+                return average.module.generator
+        return self.generator
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        n, step = self.hparams.sample_every_n_steps, self.global_step
+        if n and step % n == 0 and step != self._last_grid_step:
+            self._last_grid_step = step
+            self.save_sample_grid(step)
+
+    @torch.no_grad()
+    def save_sample_grid(self, step: int) -> Path:
+        """Fixed-noise grid in eval mode (running norm statistics) as
+        ``<run dir>/samples/step_XXXXXXX.png``, also sent to the loggers."""
+        generator = self.sampling_generator()
+        was_training = generator.training
+        generator.eval()
+        try:
+            images = generator(self.fixed_noise)
+        finally:
+            generator.train(was_training)
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        path = save_png(grid_image(images), root / "samples" / f"step_{step:07d}.png")
+        log_image(self.loggers, "samples/fixed_noise", path, step)
+        return path
+
+
+def _no_closure() -> None:
+    """Manual optimisation has already run backward; the step needs no closure."""
