@@ -44,7 +44,8 @@ def evaluate_main(argv: list[str]) -> int:
     a = evaluate_parser().parse_args(argv)
     record = evaluate_checkpoint(
         a.checkpoint, num_samples=a.num_samples, metrics=a.metrics,
-        feature_extractor=a.feature_extractor, feature_extractor_weights=a.feature_extractor_weights,
+        feature_extractor=a.feature_extractor,
+        feature_extractor_weights=a.feature_extractor_weights,
         extractor_plugin=a.extractor_plugin, reference=a.reference, data_root=a.data_root,
         cache_dir=a.cache_dir, seed=a.seed, norm_mode=a.norm_mode, batch_size=a.batch_size,
         kid_subset_size=a.kid_subset_size, device=a.device)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 
 from gan_mn.cli.rundir import WANDB_MODES, make_loggers, truncate_metrics
 from gan_mn.data import GANDataModule
@@ -31,6 +32,8 @@ class GANCLI(LightningCLI):
         # Our checkpoints are meant to hold the state after the step; Lightning warns
         # about that for every manual-optimisation module.
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        # main(argv) passes args on purpose (tests, other programs): not a mistake
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         super().__init__(GAN, GANDataModule, args=args, run=run, seed_everything_default=0,
                          save_config_kwargs={"overwrite": True},
                          auto_configure_optimizers=False)
@@ -84,6 +87,12 @@ class GANCLI(LightningCLI):
                                    enable_version_counter=False)
             kwargs["callbacks"] = [*(trainer_cfg.get("callbacks") or []), best]
         return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        """Close the wandb run, so the next run in this process starts its own."""
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
 
     def before_fit(self) -> None:
         ckpt_path = self._run_config().get("ckpt_path")

@@ -50,7 +50,8 @@ class GANDataModule(pl.LightningDataModule):
                  download: bool = True, seed: int = 0) -> None:
         super().__init__()
         if batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (BN/MN need a batch), got {batch_size}")
+            raise ValueError(f"batch_size must be at least 2 (BN/MN need a batch), "
+                             f"got {batch_size}")
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         if num_workers < 0:

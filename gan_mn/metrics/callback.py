@@ -98,8 +98,8 @@ class FidelityCallback(Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """Compute, log and return the metrics for the current generator."""
         datamodule = trainer.datamodule
-        generator: nn.Module = (pl_module.sampling_generator()
-                                if hasattr(pl_module, "sampling_generator") else pl_module.generator)
+        generator: nn.Module = (pl_module.sampling_generator() if hasattr(
+            pl_module, "sampling_generator") else pl_module.generator)
         protocol = self.protocol(datamodule.reference_name())
         values = compute_metrics(
             generator, generator.z_dim, UInt8Images(datamodule.load_images()),

@@ -117,7 +117,8 @@ def reference_cache_name(reference_key: str, extractor: str, weights_path: str |
         if not path.is_file():
             raise MetricsError(f"feature extractor weights {path} do not exist")
         stat = path.stat()
-        weights = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+        text = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        weights = hashlib.sha1(text.encode()).hexdigest()[:10]
     return f"gan-mn-{reference_key}-{extractor}-w{weights}"
 
 

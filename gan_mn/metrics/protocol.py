@@ -33,7 +33,8 @@ class Protocol:
     seed: int = 2020
 
     def suffix(self) -> str:
-        extractor = "" if self.feature_extractor == DEFAULT_EXTRACTOR else f"_{self.feature_extractor}"
+        default = self.feature_extractor == DEFAULT_EXTRACTOR
+        extractor = "" if default else f"_{self.feature_extractor}"
         return extractor + ("_batchstats" if self.norm_mode == "batch" else "")
 
     def key(self, name: str) -> str:

@@ -8,6 +8,7 @@ as GAN papers count them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.models import Discriminator, Generator
-from gan_mn.norm import NORM_KINDS
+from gan_mn.norm import NORM_KINDS, make_norm
 from gan_mn.training.losses import LOSS_KINDS, LossKind, discriminator_loss, generator_loss
 
 
@@ -70,10 +71,13 @@ class GAN(pl.LightningModule):
             raise ValueError("sample_every_n_steps must be >= 0 and num_grid_samples >= 1")
         unknown = set(norm_kwargs or {}) - set(NORM_KINDS)
         if unknown:
-            raise ValueError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, got {sorted(unknown)}")
+            raise ValueError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, "
+                             f"got {sorted(unknown)}")
         self.save_hyperparameters()
         self.label = label or default_label(g_norm, d_norm)
-        try:
+        try:  # check every option given, even for a kind no layer uses yet
+            for kind, kwargs in (norm_kwargs or {}).items():
+                make_norm(kind, 4, **kwargs)
             self.generator = Generator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs)
             self.discriminator = Discriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs)
         except TypeError as err:  # an unknown option in norm_kwargs
@@ -81,6 +85,8 @@ class GAN(pl.LightningModule):
         self.register_buffer("fixed_noise", self.generator.sample_latent(num_grid_samples))
         self.automatic_optimization = False
         self._last_grid_step = -1
+        self.train_seconds = 0.0  # wall time inside training steps, kept across resumes
+        self._batch_start = 0.0
 
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
@@ -122,12 +128,27 @@ class GAN(pl.LightningModule):
         ``WeightAveraging`` callback is training it, otherwise the live one."""
         trainer = self._trainer
         for cb in trainer.callbacks if trainer is not None else []:
-            average = getattr(cb, "_average_model", None) if isinstance(cb, WeightAveraging) else None
-            if average is not None:
+            # Lightning keeps the AveragedModel privately; there is no public accessor
+            average = getattr(cb, "_average_model", None)
+            if isinstance(cb, WeightAveraging) and average is not None:
                 return average.module.generator
         return self.generator
 
+    # --- bookkeeping ----------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["train_seconds"] = self.train_seconds
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Training time (for time-to-FID plots: metrics and data loading excluded), then
+        the sample grid when due."""
+        self.train_seconds += time.perf_counter() - self._batch_start
+        self.log("time/train_seconds", self.train_seconds)
         n, step = self.hparams.sample_every_n_steps, self.global_step
         if n and step % n == 0 and step != self._last_grid_step:
             self._last_grid_step = step

@@ -1,0 +1,110 @@
+"""Launch a BN-vs-MN convergence study: every group x seed as a `gan-mn fit` run.
+
+Resumable: a run whose ``last.ckpt`` has reached ``--steps`` is skipped, one that
+stopped early continues with ``--ckpt_path last``; re-run the same command after a
+kill. Runs go to ``OUT/runs/<label>-seed<S>/`` (``metrics.csv``, ``config.yaml``);
+``gan-mn compare OUT/runs/* --out OUT`` makes the report.
+
+Example (the committed study, on the shared CIFAR-10 subset with the proxy extractor):
+
+    python benchmarks/convergence.py --out docs/results/cifar10-subset-proxy \\
+        --data-root ../shared/data/cifar10-subset/train \\
+        --extractor cifar10-proxy --plugin ../shared/eval/proxy_extractor.py \\
+        --groups bn mn-g --seeds 0 1 2 --steps 3000 --eval-every 500 --num-samples 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUP_CONFIGS = {"bn": "dcgan_bn.yaml", "mn-g": "dcgan_mn.yaml", "mn-gd": "dcgan_mn_gd.yaml"}
+
+
+def finished_step(run_dir: Path) -> int:
+    last = run_dir / "last.ckpt"
+    if not last.is_file():
+        return -1
+    try:
+        return int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+                   .get("global_step", 0))
+    except Exception:  # unreadable: treat as not started (Lightning writes atomically)
+        return -1
+
+
+def command(a: argparse.Namespace, group: str, seed: int, resume: bool) -> list[str]:
+    config = str(ROOT / "configs" / GROUP_CONFIGS[group])
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", config,
+           "--seed_everything", str(seed), "--trainer.max_steps", str(a.steps),
+           "--data.dataset", a.dataset, "--data.root", a.data_root,
+           "--metrics.every_n_steps", str(a.eval_every),
+           "--metrics.num_samples", str(a.num_samples),
+           "--metrics.feature_extractor", a.extractor, "--metrics.cache_dir", a.cache_dir,
+           "--model.sample_every_n_steps", str(a.steps), "--checkpoint.every_n_train_steps",
+           str(a.checkpoint_every), "--output_dir", str(Path(a.out) / "runs"),
+           "--run_name", f"{group}-seed{seed}", "--wandb.mode", "disabled",
+           "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+           *a.extra]
+    if a.plugin:
+        cmd += ["--metrics.extractor_plugin", a.plugin]
+    if resume:
+        cmd += ["--ckpt_path", "last"]
+    return cmd
+
+
+def run_one(a: argparse.Namespace, group: str, seed: int) -> str:
+    run_dir = Path(a.out) / "runs" / f"{group}-seed{seed}"
+    done = finished_step(run_dir)
+    if done >= a.steps:
+        return f"{run_dir.name}: already at step {done}"
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    start = time.time()
+    log_file = Path(a.out) / "logs" / f"{run_dir.name}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as log:
+        rc = subprocess.call(command(a, group, seed, resume=done >= 0), env=env, stdout=log,
+                             stderr=subprocess.STDOUT, cwd=ROOT)
+    status = "ok" if rc == 0 else f"FAILED (exit {rc}, see {log_file})"
+    return f"{run_dir.name}: {status} in {time.time() - start:.0f} s"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="study directory (runs/ and the report)")
+    p.add_argument("--dataset", default="imagefolder", choices=("imagefolder", "cifar10"))
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--extractor", default="inception-v3-compat")
+    p.add_argument("--plugin", default=None, help="extractor plugin file or module")
+    p.add_argument("--cache-dir", default="~/.cache/gan-mn/fidelity")
+    p.add_argument("--groups", nargs="+", default=["bn", "mn-g"], choices=sorted(GROUP_CONFIGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--num-samples", type=int, default=2000)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--parallel", type=int, default=1, help="runs at once")
+    p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1)),
+                   help="torch threads per run")
+    p.add_argument("extra", nargs="*", help="more `gan-mn fit` options, after --")
+    a = p.parse_args()
+    a.data_root = str(Path(a.data_root).resolve())
+    a.out = str(Path(a.out).resolve())
+    if a.plugin and Path(a.plugin).exists():
+        a.plugin = str(Path(a.plugin).resolve())
+    jobs = [(g, s) for s in a.seeds for g in a.groups]  # seed-major: partial studies balance
+    with ThreadPoolExecutor(max_workers=a.parallel) as pool:
+        for line in pool.map(lambda job: run_one(a, *job), jobs):
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

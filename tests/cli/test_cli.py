@@ -1,0 +1,156 @@
+"""The gan-mn command end to end, offline: fit, resume, metrics, evaluate, sample, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan_mn.cli import main
+from tests.fakes import TINY_EXTRACTOR, write_cifar10, write_image_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def step_of(ckpt: Path) -> int:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A 6-step run through the real entry point (a subprocess running `python -m gan_mn`)
+    on CIFAR-10-format data, MN in G and D, metrics every 3 steps with the tiny extractor."""
+    work = tmp_path_factory.mktemp("run")
+    write_cifar10(work / "cifar", per_batch=20)
+    cache = work / "cache"
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE, "--data.dataset", "cifar10",
+           "--data.root", str(work / "cifar"), "--data.download", "false",
+           "--model.d_norm", "mn", "--trainer.max_steps", "6", "--checkpoint.every_n_train_steps",
+           "3", "--metrics.every_n_steps", "3", "--metrics.num_samples", "40",
+           "--metrics.feature_extractor", "tiny-test", "--metrics.extractor_plugin",
+           TINY_EXTRACTOR, "--metrics.cache_dir", str(cache), *QUIET]
+    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WANDB_SILENT": "true"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work / "checkpoints" / "smoke-seed0"
+
+
+def test_fit_writes_checkpoint_csv_wandb_and_config(trained: Path) -> None:
+    assert step_of(trained / "last.ckpt") == 6
+    assert (trained / "config.yaml").is_file()
+    assert list((trained / "wandb").glob("offline-run-*/run-*.wandb"))
+    rows = metrics_rows(trained)
+    assert any(r.get("loss/d") for r in rows) and any(r.get("loss/g") for r in rows)
+
+
+def test_metrics_are_logged_and_best_fid_kept(trained: Path) -> None:
+    rows = [r for r in metrics_rows(trained) if r.get("fid40_train_tiny-test")]
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    assert all(float(r["fid40_train_tiny-test"]) >= 0 and float(r["isc40_tiny-test"]) >= 1
+               for r in rows)
+    best = list(trained.glob("best-fid-step*.ckpt"))
+    assert len(best) == 1
+    fids = {int(r["step"]): float(r["fid40_train_tiny-test"]) for r in rows}
+    assert step_of(best[0]) == min(fids, key=fids.get)
+
+
+def test_resume_continues_from_its_step(trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "checkpoints" / "smoke-seed0"
+    shutil.copytree(trained, run)
+    # the run's own saved config is the resume recipe
+    args = ["fit", "-c", str(run / "config.yaml"), "--trainer.max_steps", "9",
+            "--wandb.mode", "disabled", "--ckpt_path", "last", "--trainer.log_every_n_steps", "1"]
+    os.chdir(tmp_path)
+    assert main(args) == 0
+    assert step_of(run / "last.ckpt") == 9
+    losses = [int(r["step"]) for r in metrics_rows(run) if r.get("loss/d")]
+    assert losses == sorted(losses) and len(set(losses)) == len(losses) and max(losses) >= 6
+
+
+def test_fit_on_an_image_folder(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "imgs", n=40)
+    os.chdir(tmp_path)
+    assert main(["fit", "-c", SMOKE, "--data.dataset", "imagefolder", "--data.root",
+                 str(tmp_path / "imgs"), "--trainer.max_steps", "6", *QUIET]) == 0
+    run = tmp_path / "checkpoints" / "smoke-seed0"
+    assert step_of(run / "last.ckpt") == 6 and (run / "metrics.csv").is_file()
+    assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_unknown_config_key_is_rejected(tmp_path: Path, capsys) -> None:
+    os.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "-c", SMOKE, "--model.no_such_key", "1"])
+    assert exc.value.code != 0
+    assert "no_such_key" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_second_run_into_the_same_directory_must_resume(trained: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    import shutil
+
+    shutil.copytree(trained, tmp_path / "checkpoints" / "smoke-seed0")
+    os.chdir(tmp_path)
+    assert main(["fit", "-c", SMOKE, *QUIET]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ckpt_path last" in err[0]
+
+
+def test_evaluate_prints_json_and_appends_jsonl(trained: Path, tmp_path: Path, capsys) -> None:
+    args = ["evaluate", str(trained / "last.ckpt"), "--num-samples", "40", "--metrics",
+            "isc,fid,kid", "--kid-subset-size", "20", "--feature-extractor", "tiny-test",
+            "--extractor-plugin", TINY_EXTRACTOR, "--cache-dir", str(tmp_path)]
+    assert main(args) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["step"] == 6 and record["num_samples"] == 40 and record["seed"] == 2020
+    assert record["feature_extractor"] == "tiny-test" and record["norm_mode"] == "running"
+    assert record["fid40_train_tiny-test"] >= 0 and "isc40_tiny-test" in record
+    assert "kid40_train_tiny-test" in record and record["reference"].startswith("cifar10-train")
+    lines = (trained / "evaluations.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1]) == record
+
+
+def test_sample_grid_and_folder(trained: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    assert main(["sample", str(trained / "last.ckpt"), "--num", "9", "--out",
+                 str(tmp_path / "grid.png")]) == 0
+    assert Image.open(tmp_path / "grid.png").size == (3 * 34 + 2, 3 * 34 + 2)
+    assert main(["sample", str(trained / "last.ckpt"), "--num", "5", "--out-dir",
+                 str(tmp_path / "pngs")]) == 0
+    files = sorted((tmp_path / "pngs").iterdir())
+    assert len(files) == 5 and Image.open(files[0]).size == (32, 32)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pngs")]
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "foreign"])
+def test_bad_checkpoints_are_one_line_errors(trained: Path, tmp_path: Path, capsys,
+                                             kind: str) -> None:
+    path = tmp_path / "x.ckpt"
+    if kind == "truncated":
+        path.write_bytes((trained / "last.ckpt").read_bytes()[:5000])
+    elif kind == "foreign":
+        torch.save({"state_dict": {"layer.weight": torch.zeros(1)}}, path)
+    for command in (["evaluate", str(path), "--feature-extractor", "tiny-test",
+                     "--extractor-plugin", TINY_EXTRACTOR],
+                    ["sample", str(path), "--out", str(tmp_path / "g.png")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("gan-mn: error:") and "x.ckpt" in err[0]
+    assert not (tmp_path / "g.png").exists()

@@ -1,0 +1,102 @@
+"""The data module: CIFAR-10's on-disk format, image folders, errors, reference keys."""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan_mn.data import DataError, GANDataModule, load_cifar10, load_image_folder
+from tests.fakes import write_cifar10, write_image_folder
+
+
+def test_cifar10_on_disk_format(tmp_path: Path) -> None:
+    write_cifar10(tmp_path, per_batch=10)
+    train, test = load_cifar10(tmp_path, "train", False), load_cifar10(tmp_path, "test", False)
+    assert train.shape == (50, 3, 32, 32) and train.dtype == torch.uint8
+    assert test.shape == (10, 3, 32, 32)
+
+
+def test_cifar10_missing_names_files_without_network(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data_batch_1.*extract it into"):
+        load_cifar10(tmp_path, "train", download=False)
+
+
+def test_cifar10_download_failure_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError, match=r"downloading it failed.*URLError"):
+        load_cifar10(tmp_path, "train", download=True)
+
+
+def test_image_folder_recursive_resized_and_cropped(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, n=12, size=40)
+    images = load_image_folder(tmp_path, 32)
+    assert images.shape == (12, 3, 32, 32) and images.dtype == torch.uint8
+
+
+def test_unreadable_images_are_skipped_with_a_counted_warning(tmp_path: Path, caplog) -> None:
+    write_image_folder(tmp_path, n=6)
+    (tmp_path / "class0" / "broken.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING):
+        images = load_image_folder(tmp_path, 32)
+    assert images.shape[0] == 6
+    assert "skipped 1 of 7" in caplog.text and "broken.png" in caplog.text
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "no_images"])
+def test_unusable_folders_raise(tmp_path: Path, make: str) -> None:
+    root = tmp_path / "imgs"
+    if make != "missing":
+        root.mkdir()
+    if make == "no_images":
+        (root / "notes.txt").write_text("hello")
+    with pytest.raises(DataError):
+        load_image_folder(root, 32)
+
+
+def test_batches_are_scaled_to_minus_one_one(tmp_path: Path) -> None:
+    write_cifar10(tmp_path, per_batch=8)
+    dm = GANDataModule("cifar10", root=str(tmp_path), batch_size=16, download=False)
+    dm.setup("fit")
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert batch.shape == (16, 3, 32, 32) and batch.dtype == torch.float32
+    assert batch.min() >= -1 and batch.max() <= 1 and batch.min() < -0.5 < 0.5 < batch.max()
+
+
+def test_shuffling_follows_the_seed(tmp_path: Path) -> None:
+    def first(seed: int) -> torch.Tensor:
+        dm = GANDataModule("synthetic", batch_size=8, seed=seed)
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))
+
+    assert torch.equal(first(1), first(1)) and not torch.equal(first(1), first(2))
+
+
+def test_too_few_images_for_a_batch(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, n=4)
+    with pytest.raises(DataError, match="fewer than one batch"):
+        GANDataModule("imagefolder", root=str(tmp_path), batch_size=8).setup("fit")
+
+
+def test_batch_size_below_two_is_rejected() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        GANDataModule("synthetic", batch_size=1)
+
+
+def test_reference_key_tracks_content_not_just_the_name(tmp_path: Path) -> None:
+    a, b = write_image_folder(tmp_path / "a" / "imgs", n=6), tmp_path / "b" / "imgs"
+    write_image_folder(b, n=6)
+    key_a = GANDataModule("imagefolder", root=str(a)).reference_key()
+    assert key_a == GANDataModule("imagefolder", root=str(a)).reference_key()
+    assert key_a == GANDataModule("imagefolder", root=str(b)).reference_key()  # same pixels
+    next(b.rglob("*.png")).unlink()
+    assert key_a != GANDataModule("imagefolder", root=str(b)).reference_key()
+    assert key_a != GANDataModule("imagefolder", root=str(a), image_size=16).reference_key()

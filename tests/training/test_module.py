@@ -1,0 +1,107 @@
+"""The GAN LightningModule: steps, step counting, losses, EMA, sample grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+
+from gan_mn.data import GANDataModule
+from gan_mn.norm import MixtureNorm2d
+from gan_mn.training import GAN, default_label, discriminator_loss, generator_loss
+
+TINY = {"z_dim": 8, "g_channels": (16, 8, 4), "d_channels": (4, 8, 16),
+        "sample_every_n_steps": 0}
+
+
+def fit(tmp_path: Path, model: GAN, steps: int, callbacks: list | None = None,
+        batch_size: int = 8) -> pl.Trainer:
+    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=callbacks or [])
+    trainer.fit(model, GANDataModule("synthetic", batch_size=batch_size))
+    return trainer
+
+
+@pytest.mark.parametrize(("g_norm", "d_norm"), [
+    ("bn", "bn"), ("mn", "mn"), ("none", "none"), (["mn", "bn", "none"], ["none", "mn"])])
+def test_one_training_step_updates_both_networks(tmp_path: Path, g_norm, d_norm) -> None:
+    model = GAN(g_norm=g_norm, d_norm=d_norm, **TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = fit(tmp_path, model, steps=1)
+    assert trainer.global_step == 1
+    after = model.state_dict()
+    for net in ("generator", "discriminator"):
+        changed = [k for k in after if k.startswith(net) and "weight" in k
+                   and not torch.equal(before[k], after[k])]
+        assert changed, f"{net} weights did not move"
+    assert all(torch.isfinite(v.float()).all() for v in after.values())
+    has_mn = any(isinstance(m, MixtureNorm2d) for m in model.modules())
+    assert has_mn == ("mn" in (g_norm if isinstance(g_norm, list) else [g_norm])
+                      + (d_norm if isinstance(d_norm, list) else [d_norm]))
+
+
+def test_global_step_counts_generator_steps(tmp_path: Path) -> None:
+    model = GAN(d_steps=2, **TINY)
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            seen.append(trainer.global_step)
+
+    fit(tmp_path, model, steps=3, callbacks=[Spy()])
+    assert seen == [0, 1, 1, 2, 2, 3]  # two discriminator batches per generator step
+
+
+def test_losses_have_their_textbook_values() -> None:
+    zero = torch.zeros(4)
+    log2 = torch.log(torch.tensor(2.0))
+    assert torch.allclose(discriminator_loss("ns", zero, zero), 2 * log2)
+    assert torch.allclose(generator_loss("ns", zero), log2)
+    big = torch.full((4,), 3.0)
+    assert discriminator_loss("hinge", big, -big) == 0
+    assert generator_loss("hinge", big) == -3
+    with pytest.raises(ValueError, match="loss"):
+        generator_loss("wasserstein", zero)  # type: ignore[arg-type]
+
+
+def test_hinge_loss_trains(tmp_path: Path) -> None:
+    assert fit(tmp_path, GAN(loss="hinge", **TINY), steps=2).global_step == 2
+
+
+@pytest.mark.parametrize("kwargs", [{"d_steps": 0}, {"loss": "wgan"},
+                                    {"norm_kwargs": {"mn": {"num_components": 0}}},
+                                    {"norm_kwargs": {"mn": {"no_such_option": 1}}},
+                                    {"norm_kwargs": {"layernorm": {}}}])
+def test_invalid_settings_raise_value_error(kwargs) -> None:
+    with pytest.raises(ValueError):
+        GAN(**{**TINY, **kwargs})
+
+
+def test_labels_from_norms() -> None:
+    assert default_label("bn", "bn") == "bn"
+    assert default_label("mn", "bn") == "mn-g"
+    assert default_label("mn", "mn") == "mn-gd"
+    assert default_label(["mn", "bn", "mn"], "bn") == "g-bn+mn_d-bn"
+
+
+def test_ema_generator_is_sampled_and_averages_mn_buffers(tmp_path: Path) -> None:
+    model = GAN(g_norm="mn", **TINY)
+    ema = EMAWeightAveraging(decay=0.5)
+    fit(tmp_path, model, steps=3, callbacks=[ema])
+    # after fit, Lightning copies the average into the model; the averaged copy is sampled
+    sampler = model.sampling_generator()
+    assert sampler is ema._average_model.module.generator
+    mn = next(m for m in sampler.modules() if isinstance(m, MixtureNorm2d))
+    assert torch.isfinite(mn.running_mean).all() and mn.running_mean.abs().sum() > 0
+
+
+def test_sample_grid_is_written_every_n_steps(tmp_path: Path) -> None:
+    model = GAN(**{**TINY, "sample_every_n_steps": 2, "num_grid_samples": 4})
+    fit(tmp_path, model, steps=4)
+    grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert grids == ["step_0000002.png", "step_0000004.png"]
+    assert model.training and model.generator.training  # grid sampling restored the mode
