@@ -107,9 +107,10 @@ class FidelityCallback(Callback):
             weights_path=self.weights_path, cache_dir=self.cache_dir,
             batch_size=self.batch_size, kid_subset_size=self.kid_subset_size)
         step = trainer.global_step
-        for key, value in values.items():  # callback_metrics: what ModelCheckpoint monitors
-            pl_module.log(key, value, on_step=True, on_epoch=False, logger=False,
-                          prog_bar=key == protocol.fid_key(), sync_dist=False)
+        if trainer.training:  # callback_metrics: what ModelCheckpoint monitors
+            for key, value in values.items():
+                pl_module.log(key, value, on_step=True, on_epoch=False, logger=False,
+                              prog_bar=key == protocol.fid_key(), sync_dist=False)
         for logger in trainer.loggers:
             logger.log_metrics({**values, "metrics/num_samples": self.num_samples}, step=step)
         self._log_grid(trainer, generator, step)

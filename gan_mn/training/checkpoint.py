@@ -51,6 +51,6 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
         raise CheckpointError(f"{path} does not match this version of gan-mn's GAN ({err})"
                               ) from err
     gan.eval()
-    return LoadedRun(gan=gan, path=path, step=int(ckpt.get("global_step", 0)),
+    return LoadedRun(gan=gan, path=path.resolve(), step=int(ckpt.get("global_step", 0)),
                      ema="averaging_state" in ckpt,
                      data_hparams=ckpt.get("datamodule_hyper_parameters"))
