@@ -1,11 +1,12 @@
 """The ``gan-mn`` command: ``fit`` (LightningCLI) and ``evaluate``, ``sample``, ``compare``.
 
 Errors the user can fix (bad data, settings, checkpoints, paths) end with one line on
-stderr and exit status 2, not a traceback.
+stderr and exit status 2, not a traceback; ``GAN_MN_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 USAGE = """usage: gan-mn {fit,validate,evaluate,sample,compare} ...
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         GANCLI(args=None if from_sys else argv)
         return 0
     except _user_errors() as err:
+        if os.environ.get("GAN_MN_DEBUG"):
+            raise
         print(f"gan-mn: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
