@@ -58,6 +58,7 @@ class GANDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.images: Tensor | None = None
+        self._reference_key: str | None = None
 
     def load_images(self) -> Tensor:
         """The whole dataset as ``uint8`` ``(N, 3, S, S)``, loaded once."""
@@ -108,13 +109,20 @@ class GANDataModule(pl.LightningDataModule):
     def reference_key(self) -> str:
         """Identifies the reference images by content (a hash of the decoded pixels) as
         well as by name, so two datasets, splits, sizes or edits never share a key."""
+        if self._reference_key is not None:  # hashing 150 MB once per run is enough
+            return self._reference_key
         h = self.hparams
         images = self.load_images()
         digest = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12]
         name = {"cifar10": f"cifar10-{h.split}", "synthetic": "synthetic"}.get(
             h.dataset, Path(h.root).expanduser().resolve().name)
-        return f"{name}-{images.shape[-1]}px-{images.shape[0]}-{digest}"
+        self._reference_key = f"{name}-{images.shape[-1]}px-{images.shape[0]}-{digest}"
+        return self._reference_key
 
     def reference_name(self) -> str:
-        """Short protocol name for metric keys: ``train`` or ``test``."""
-        return self.hparams.split if self.hparams.dataset == "cifar10" else "train"
+        """Short protocol name for metric keys: the CIFAR-10 split, an image folder's
+        name, or ``train`` for the synthetic data."""
+        h = self.hparams
+        if h.dataset == "imagefolder":
+            return Path(h.root).expanduser().resolve().name
+        return h.split if h.dataset == "cifar10" else "train"

@@ -50,9 +50,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, num_samples: int = 10000,
     generator = run.gan.generator.to(device)
     size = int((run.data_hparams or {}).get("image_size", 32))
     data = reference_data(reference, run.data_hparams, size, data_root)
-    protocol = Protocol(num_samples, data.reference_name() if reference is None or
-                        reference.startswith("cifar10-") else Path(reference).name,
-                        feature_extractor, norm_mode, seed)  # type: ignore[arg-type]
+    protocol = Protocol(num_samples, data.reference_name(), feature_extractor, norm_mode,
+                        seed)  # type: ignore[arg-type]
     start = time.perf_counter()
     values = compute_metrics(generator, generator.z_dim, UInt8Images(data.load_images()),
                              data.reference_key(), protocol, names,
