@@ -1,0 +1,153 @@
+"""Group runs by label and seed and measure who reaches the baseline's best FID first.
+
+Definitions (also written into report.md):
+- ``best_fid``: each seed's lowest logged FID; the group's mean and std over seeds.
+- ``reference_fid``: the best FID of the reference (baseline) group as a group: the
+  minimum over steps of its seed-mean FID curve. (The mean of per-seed bests would be
+  below what half of the reference's own seeds ever reach.)
+- ``steps_to_reach_reference``: ``per_seed``, the first evaluated step whose FID is at or
+  below ``reference_fid`` (null if never), and their ``mean`` when every seed reached it;
+  ``mean_curve``, the first step where the group's seed-mean curve reaches it. The same in
+  ``seconds_to_reach_reference``, from the training wall-clock.
+- ``speedup``: reference's ``mean_curve`` steps (or seconds) / this group's;
+  ``acceleration`` = 1 - 1/speedup, the fraction of the baseline's steps saved, which is
+  how the paper states its "58% acceleration".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gan_mn.report.runs import ReportError, RunLog
+
+
+@dataclass
+class Report:
+    """Everything ``compare`` writes: the JSON summary plus the curves for the plots."""
+
+    fid_key: str
+    isc_key: str | None
+    summary: dict[str, Any]
+    runs: dict[str, list[RunLog]]
+
+
+def _pick(runs: list[RunLog], prefix: str, wanted: str | None, required: bool) -> str | None:
+    common = set.intersection(*(set(r.columns) for r in runs))
+    if wanted:
+        if wanted not in common:
+            raise ReportError(f"metric {wanted!r} is not logged by every run "
+                              f"(common metrics: {', '.join(sorted(common)) or 'none'})")
+        return wanted
+    keys = sorted(k for k in common if k.startswith(prefix) and "_std" not in k)
+    if len(keys) == 1:
+        return keys[0]
+    if not keys and not required:
+        return None
+    if not keys:
+        raise ReportError(f"no {prefix.upper()} column common to every run: were the runs "
+                          "trained with --metrics.every_n_steps > 0?")
+    raise ReportError(f"several {prefix.upper()} columns ({', '.join(keys)}): choose one "
+                      f"with --{prefix}-key")
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    done = [v for v in values if v is not None]
+    all_done = len(done) == len(values) and bool(values)
+    return {
+        "mean": float(np.mean(done)) if all_done else None,
+        "std": float(np.std(done)) if all_done else None,
+        "per_seed": values,
+        "reached": len(done),
+    }
+
+
+def _first_reach(steps: np.ndarray, fid: np.ndarray, seconds: np.ndarray,
+                 target: float) -> tuple[float | None, float | None]:
+    hit = np.nonzero(fid <= target + 1e-9)[0]
+    if hit.size == 0:
+        return None, None
+    t = float(seconds[hit[0]])
+    return float(steps[hit[0]]), (t if math.isfinite(t) else None)
+
+
+def _run_reach(run: RunLog, key: str, target: float) -> tuple[float | None, float | None]:
+    steps, fid = run.curve(key)
+    return _first_reach(steps, fid, run.seconds_at(steps), target)
+
+
+def _ratio(reference: float | None, value: float | None) -> float | None:
+    if reference is None or value is None or value <= 0:
+        return None
+    return reference / value
+
+
+def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str | None = None,
+                 isc_key: str | None = None) -> Report:
+    """Group ``runs`` by label and measure each group against the ``reference`` label."""
+    if not runs:
+        raise ReportError("no runs given")
+    groups: dict[str, list[RunLog]] = {}
+    for run in runs:
+        same = [r for r in groups.get(run.label, []) if r.seed == run.seed]
+        if same:
+            raise ReportError(f"{run.path} and {same[0].path} are both {run.label} seed "
+                              f"{run.seed}: give each run once")
+        groups.setdefault(run.label, []).append(run)
+    for members in groups.values():
+        members.sort(key=lambda r: r.seed)
+    if reference is None:
+        reference = "bn" if "bn" in groups else sorted(groups)[0]
+    if reference not in groups:
+        raise ReportError(f"reference label {reference!r} is not among the runs' labels "
+                          f"({', '.join(sorted(groups))})")
+    fid = _pick(runs, "fid", fid_key, required=True)
+    assert fid is not None
+    isc = _pick(runs, "isc", isc_key, required=False)
+
+    curves = {label: mean_curve(members, fid) for label, members in groups.items()}
+    target = float(curves[reference]["mean"].min())
+    out: dict[str, Any] = {}
+    for label, members in groups.items():
+        reach = [_run_reach(r, fid, target) for r in members]
+        c = curves[label]
+        group_step, group_seconds = _first_reach(c["steps"], c["mean"], c["seconds"], target)
+        out[label] = {
+            "seeds": [r.seed for r in members],
+            "runs": [str(r.path) for r in members],
+            "last_step": [int(r.curve(fid)[0].max()) for r in members],
+            "best_fid": _stats([float(r.curve(fid)[1].min()) for r in members]),
+            "best_mean_curve_fid": float(c["mean"].min()),
+            "steps_to_reach_reference": {**_stats([s for s, _ in reach]),
+                                         "mean_curve": group_step},
+            "seconds_to_reach_reference": {**_stats([t for _, t in reach]),
+                                           "mean_curve": group_seconds},
+        }
+        if isc:
+            out[label]["best_isc"] = _stats([float(r.curve(isc)[1].max()) for r in members])
+    ref = out[reference]
+    for entry in out.values():
+        for unit in ("steps", "seconds"):
+            speedup = _ratio(ref[f"{unit}_to_reach_reference"]["mean_curve"],
+                             entry[f"{unit}_to_reach_reference"]["mean_curve"])
+            entry[f"speedup_{unit}"] = speedup
+            entry[f"acceleration_{unit}"] = None if speedup is None else 1.0 - 1.0 / speedup
+    summary = {"reference": reference, "reference_fid": target, "fid_key": fid,
+               "isc_key": isc, "groups": out}
+    return Report(fid, isc, summary, groups)
+
+
+def mean_curve(members: list[RunLog], key: str) -> dict[str, np.ndarray]:
+    """Mean and std over seeds at the steps every seed evaluated, with mean seconds."""
+    curves = [r.curve(key) for r in members]
+    common = sorted(set.intersection(*(set(s.tolist()) for s, _ in curves)))
+    if not common:
+        raise ReportError(f"the {members[0].label} runs share no evaluated step for {key}")
+    steps = np.array(common, dtype=float)
+    values = np.stack([np.interp(steps, s, v) for s, v in curves])  # exact: steps are common
+    seconds = np.stack([r.seconds_at(steps) for r in members])
+    return {"steps": steps, "mean": values.mean(0), "std": values.std(0),
+            "seconds": seconds.mean(0)}

@@ -1,0 +1,128 @@
+"""Write a Report: plots (matplotlib, headless), report.json and report.md, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from gan_mn.report.analysis import Report, mean_curve
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def plot(report: Report, key: str, x: str, path: Path) -> None:
+    """Mean over seeds with a +-1 std band, one line per group, against step or seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, members in sorted(report.runs.items()):
+        c = mean_curve(members, key)
+        xs = c["steps"] if x == "steps" else c["seconds"] / 60.0
+        ax.plot(xs, c["mean"], marker="o", ms=3, label=f"{label} (n={len(members)})")
+        ax.fill_between(xs, c["mean"] - c["std"], c["mean"] + c["std"], alpha=0.2)
+    if key == report.fid_key:
+        ax.axhline(report.summary["reference_fid"], color="grey", ls="--", lw=1,
+                   label=f"best {report.summary['reference']} (mean)")
+    ax.set_xlabel("generator step" if x == "steps" else "training wall-clock (min)")
+    ax.set_ylabel(key)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+def _fmt(stats: dict[str, Any], digits: int = 2) -> str:
+    if stats["mean"] is None:
+        done = [f"{v:.{digits}f}" if v is not None else "never" for v in stats["per_seed"]]
+        return f"{stats['reached']}/{len(stats['per_seed'])} seeds ({', '.join(done)})"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "never" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(report: Report) -> str:
+    """report.md: the table, the speed-up in the paper's terms, and the definitions."""
+    s = report.summary
+    ref = s["reference"]
+    lines = [
+        f"# Convergence: {', '.join(sorted(s['groups']))} (reference: {ref})",
+        "",
+        f"FID metric `{s['fid_key']}`; reference FID = best of `{ref}`'s seed-mean FID "
+        f"curve = {s['reference_fid']:.2f}.",
+        "",
+        "| group | seeds | steps | best FID (mean ± std) | best IS | steps to reach ref. FID "
+        "(mean curve; per seed) | minutes to reach (mean curve) | speed-up (steps) "
+        "| speed-up (time) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label in sorted(s["groups"], key=lambda k: (k != ref, k)):
+        g = s["groups"][label]
+        reach = g["steps_to_reach_reference"]
+        per_seed = ", ".join("never" if v is None else f"{v:.0f}" for v in reach["per_seed"])
+        steps = f"{_num(reach['mean_curve'], 0)}; {per_seed}"
+        minutes = g["seconds_to_reach_reference"]["mean_curve"]
+        speed = [f"{g[k]:.2f}x" if g[k] is not None else "n/a"
+                 for k in ("speedup_steps", "speedup_seconds")]
+        lines.append(
+            f"| {label} | {len(g['seeds'])} | {max(g['last_step'])} | {_fmt(g['best_fid'])} "
+            f"| {_fmt(g['best_isc']) if 'best_isc' in g else 'n/a'} "
+            f"| {steps} | {_num(None if minutes is None else minutes / 60, 1)} "
+            f"| {speed[0]} | {speed[1]} |")
+    lines.append("")
+    for label, g in sorted(s["groups"].items()):
+        if label == ref:
+            continue
+        acc = g["acceleration_steps"]
+        if acc is None:
+            lines.append(f"- `{label}`: its seed-mean FID never reached `{ref}`'s best, so "
+                         "no speed-up is claimed.")
+        else:
+            word = "fewer" if acc >= 0 else "more"
+            lines.append(f"- `{label}` reaches `{ref}`'s best FID in {abs(acc):.0%} {word} "
+                         f"steps than `{ref}` (speed-up {g['speedup_steps']:.2f}x in steps, "
+                         f"{g['speedup_seconds'] or float('nan'):.2f}x in training time).")
+    lines += [
+        "",
+        "Definitions: best FID is each seed's lowest evaluated FID (mean ± std over seeds). "
+        "The reference FID is the lowest point of the reference group's seed-mean FID curve. "
+        "Steps to reach is the first evaluated step at or below it, for the seed-mean curve "
+        "and per seed. Speed-up = the reference's steps (or training seconds) to reach / the "
+        "group's, from the seed-mean curves; acceleration = 1 - 1/speed-up. Training time "
+        "excludes the evaluations.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(report: Report, out: Path) -> list[Path]:
+    """Write every output into ``out``; each file appears complete or not at all."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    keys = {"fid": report.fid_key, "isc": report.isc_key}
+    for name, key in keys.items():
+        if key is None:
+            continue
+        for x, suffix in (("steps", "step"), ("seconds", "time")):
+            path = out / f"{name}_vs_{suffix}.png"
+            plot(report, key, x, path)
+            written.append(path)
+    text = json.dumps(report.summary, indent=2) + "\n"
+    _atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
+    md = markdown(report)
+    _atomic_write(out / "report.md", lambda tmp: tmp.write_text(md))
+    return [*written, out / "report.json", out / "report.md"]

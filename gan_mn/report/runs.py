@@ -1,0 +1,109 @@
+"""Read one training run's logged metrics and its config: the input of ``gan-mn compare``.
+
+A run directory is what ``gan-mn fit`` writes: ``metrics.csv`` (Lightning's CSV logger,
+appended on resume) and ``config.yaml`` (LightningCLI's saved config, which holds the
+run's ``model.label`` and ``seed_everything``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+class ReportError(ValueError):
+    """A run directory or option that ``compare`` cannot use; the message says why."""
+
+
+@dataclass
+class RunLog:
+    """The metric curves of one run, one value per evaluated step (the last row wins)."""
+
+    path: Path
+    label: str
+    seed: int
+    columns: dict[str, dict[int, float]] = field(default_factory=dict)
+    train_seconds: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+
+    def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of a metric, sorted by step."""
+        points = sorted(self.columns.get(key, {}).items())
+        return (np.array([s for s, _ in points], dtype=float),
+                np.array([v for _, v in points], dtype=float))
+
+    def seconds_at(self, steps: np.ndarray) -> np.ndarray:
+        """Training wall-clock at ``steps``, interpolated between the logged rows.
+
+        ``time/train_seconds`` counts time inside training steps only (not evaluation), so
+        runs compare by the cost of training; NaN where the run logged no time.
+        """
+        at, secs = self.train_seconds
+        if at.size == 0:
+            return np.full(len(steps), np.nan)
+        return np.interp(steps, np.concatenate([[0.0], at]), np.concatenate([[0.0], secs]))
+
+
+def _float(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _config(run_dir: Path) -> tuple[str, int]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ReportError(f"{run_dir}: no config.yaml (compare reads the run's label and seed "
+                          "from the config `gan-mn fit` saves)")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ReportError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    label = (config.get("model") or {}).get("label")
+    seed = config.get("seed_everything")
+    if not label or not isinstance(seed, int) or isinstance(seed, bool):
+        raise ReportError(f"{path}: needs model.label and an integer seed_everything "
+                          f"(found label={label!r}, seed_everything={seed!r})")
+    return str(label), seed
+
+
+def read_run(run_dir: str | Path) -> RunLog:
+    """Load a run directory; raise ReportError with one line when it cannot be used."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: not a directory")
+    csv_path = run_dir / "metrics.csv"
+    if not csv_path.is_file():
+        hint = (" (it has a wandb run, which compare does not read: keep the CSV logger on, "
+                "as `gan-mn fit` does by default)" if (run_dir / "wandb").is_dir() else "")
+        raise ReportError(f"{run_dir}: no metrics.csv{hint}")
+    label, seed = _config(run_dir)
+    log = RunLog(run_dir, label, seed)
+    seconds: dict[int, float] = {}
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            step = _float(row.get("step"))
+            if step is None:
+                continue
+            for key, text in row.items():
+                value = _float(text)
+                if key in (None, "step", "epoch") or value is None:
+                    continue
+                if key == "time/train_seconds":
+                    # Lightning's training rows carry the 0-based index of the batch
+                    # just done (2999 for the 3000th); evaluations carry steps done.
+                    seconds[int(step) + 1] = value
+                else:
+                    log.columns.setdefault(key, {})[int(step)] = value  # later rows win
+    if seconds:
+        at = sorted(seconds)
+        log.train_seconds = (np.array(at, dtype=float), np.array([seconds[s] for s in at]))
+    return log

@@ -1,0 +1,133 @@
+"""`gan-mn compare` on small synthetic run logs whose answers are known by construction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gan_mn.cli import main
+from gan_mn.report import build_report, read_run
+
+FID = "fid2k_train"
+ISC = "isc2k"
+
+
+def write_run(root: Path, label: str, seed: int, fids: dict[int, float],
+              seconds_per_step: float = 1.0, extra_rows: str = "") -> Path:
+    """A run directory as `gan-mn fit` leaves it: config.yaml and Lightning's metrics.csv
+    (training rows every 50 steps with time, evaluation rows with FID/IS)."""
+    run = root / f"{label}-seed{seed}"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"seed_everything: {seed}\nmodel:\n  label: {label}\n")
+    rows = [f"epoch,{FID},{ISC},loss/d,step,time/train_seconds"]
+    last = max(fids)
+    for step in range(49, last + 1, 50):
+        rows.append(f"0,,,0.5,{step},{(step + 1) * seconds_per_step}")
+    for step, fid in sorted(fids.items()):
+        rows.append(f",{fid},{10 - fid / 10},,{step},")
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n" + extra_rows)
+    return run
+
+
+STEPS = (100, 200, 300, 400)
+
+
+def study(root: Path) -> list[Path]:
+    """bn bottoms out at 30 (mean curve) at step 400; mn-g goes below 30 at step 200
+    (both seeds), and is 1.5x slower per step."""
+    return [
+        write_run(root, "bn", 0, dict(zip(STEPS, (50, 40, 35, 31), strict=True))),
+        write_run(root, "bn", 1, dict(zip(STEPS, (52, 42, 33, 29), strict=True))),
+        write_run(root, "mn-g", 0, dict(zip(STEPS, (40, 30, 25, 24), strict=True)), 1.5),
+        write_run(root, "mn-g", 1, dict(zip(STEPS, (42, 28, 27, 26), strict=True)), 1.5),
+    ]
+
+
+def test_known_answers(tmp_path: Path) -> None:
+    report = build_report([read_run(r) for r in study(tmp_path)])
+    s = report.summary
+    assert s["reference"] == "bn" and s["fid_key"] == FID and s["isc_key"] == ISC
+    assert s["reference_fid"] == pytest.approx(30.0)  # mean curve at 400: (31 + 29) / 2
+    bn, mn = s["groups"]["bn"], s["groups"]["mn-g"]
+    assert bn["best_fid"]["per_seed"] == [31, 29] and bn["best_fid"]["mean"] == 30
+    assert mn["best_fid"]["mean"] == pytest.approx(25.0)
+    assert mn["best_fid"]["std"] == pytest.approx(1.0)
+    # bn seed 0 never gets to 30; seed 1 does at 400; the mean curve at 400.
+    assert bn["steps_to_reach_reference"]["per_seed"] == [None, 400]
+    assert bn["steps_to_reach_reference"]["mean"] is None
+    assert bn["steps_to_reach_reference"]["mean_curve"] == 400
+    assert mn["steps_to_reach_reference"]["per_seed"] == [200, 200]
+    assert mn["steps_to_reach_reference"]["mean_curve"] == 200  # mean (30+28)/2 = 29
+    assert mn["speedup_steps"] == pytest.approx(2.0)
+    assert mn["acceleration_steps"] == pytest.approx(0.5)
+    # Seconds come from time/train_seconds, interpolated: bn 400 s, mn-g 200 * 1.5 = 300 s.
+    assert bn["seconds_to_reach_reference"]["mean_curve"] == pytest.approx(400)
+    assert mn["seconds_to_reach_reference"]["mean_curve"] == pytest.approx(300)
+    assert mn["speedup_seconds"] == pytest.approx(400 / 300)
+    assert mn["best_isc"]["mean"] == pytest.approx(10 - 2.5)
+
+
+def test_group_that_never_reaches(tmp_path: Path) -> None:
+    runs = [write_run(tmp_path, "bn", 0, {100: 40, 200: 20}),
+            write_run(tmp_path, "mn-g", 0, {100: 45, 200: 25})]
+    s = build_report([read_run(r) for r in runs]).summary
+    mn = s["groups"]["mn-g"]
+    assert mn["steps_to_reach_reference"] == {
+        "mean": None, "std": None, "per_seed": [None], "reached": 0, "mean_curve": None}
+    assert mn["speedup_steps"] is None
+
+
+def test_resumed_rows_keep_the_last_value(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "bn", 0, {100: 40, 200: 30},
+                    extra_rows=f",35,,,{200},\n")  # a resumed run logged step 200 again
+    steps, fid = read_run(run).curve(FID)
+    assert list(steps) == [100, 200] and list(fid) == [40, 35]
+
+
+def test_cli_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = study(tmp_path / "runs")
+    out = tmp_path / "report"
+    assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
+    names = {"fid_vs_step.png", "fid_vs_time.png", "isc_vs_step.png", "isc_vs_time.png",
+             "report.json", "report.md"}
+    assert {p.name for p in out.iterdir()} == names
+    assert all((out / n).stat().st_size > 0 for n in names)
+    assert (out / "fid_vs_step.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["groups"]["mn-g"]["speedup_steps"] == pytest.approx(2.0)
+    md = (out / "report.md").read_text()
+    assert "| mn-g | 2 | 400 | 25.00 ± 1.00 |" in md
+    assert "`mn-g` reaches `bn`'s best FID in 50% fewer steps" in md
+    assert str(out / "report.md") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_csv", "no metrics.csv"),
+    ("wandb_only", "wandb run, which compare does not read"),
+    ("no_config", "no config.yaml"),
+    ("duplicate", "are both bn seed 0"),
+    ("no_fid", "no FID column"),
+    ("bad_reference", "reference label 'resnet'"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               case: str, message: str) -> None:
+    good = write_run(tmp_path / "a", "bn", 0, {100: 40})
+    args = [str(good)]
+    if case in ("no_csv", "wandb_only"):
+        bare = tmp_path / "bare"
+        (bare / ("wandb" if case == "wandb_only" else "x")).mkdir(parents=True)
+        args = [str(bare)]
+    elif case == "no_config":
+        (good / "config.yaml").unlink()
+    elif case == "duplicate":
+        args.append(str(write_run(tmp_path / "b", "bn", 0, {100: 41})))
+    elif case == "no_fid":
+        (good / "metrics.csv").write_text("epoch,loss/d,step\n0,0.5,49\n")
+    out = tmp_path / "out"
+    extra = ["--reference", "resnet"] if case == "bad_reference" else []
+    assert main(["compare", *args, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()  # nothing half-written
