@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from argparse import ArgumentError
 
 USAGE = """usage: gan-mn {fit,validate,evaluate,sample,compare} ...
 
@@ -22,9 +23,28 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gan_mn.cli.fit import RunError
     from gan_mn.data import DataError
     from gan_mn.metrics import MetricsError
+    from gan_mn.report import ReportError
     from gan_mn.training import CheckpointError
 
-    return (RunError, DataError, MetricsError, CheckpointError, ValueError, OSError)
+    return (RunError, DataError, MetricsError, CheckpointError, ReportError, ValueError,
+            OSError, ArgumentError)
+
+
+def _stopped_by_signal() -> type[BaseException]:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return SIGTERMException
+
+
+def _diverged() -> type[BaseException]:
+    from gan_mn.training.faults import NonFiniteError
+
+    return NonFiniteError
+
+
+def _one_line(err: BaseException) -> str:
+    """jsonargparse's messages span lines (key, then reason): join them."""
+    return " ".join(str(err).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as err:
         if os.environ.get("GAN_MN_DEBUG"):
             raise
-        print(f"gan-mn: error: {err}", file=sys.stderr)
+        hint = f" (see `gan-mn {command} --help`)" if isinstance(err, ArgumentError) else ""
+        print(f"gan-mn: error: {_one_line(err)}{hint}", file=sys.stderr)
         return 2
+    except _stopped_by_signal():  # SIGTERM or Ctrl-C: PreemptionCheckpoint saved last.ckpt
+        print("gan-mn: stopped by a signal; continue with the same command plus "
+              "--ckpt_path last", file=sys.stderr)
+        return 143
+    except _diverged() as err:
+        if os.environ.get("GAN_MN_DEBUG"):
+            raise
+        print(f"gan-mn: error: {_one_line(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gan-mn: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,8 @@ unless given, so the same command finds its run again with ``--ckpt_path last``.
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -16,11 +18,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from gan_mn.cli.rundir import WANDB_MODES, make_loggers, truncate_metrics
 from gan_mn.data import GANDataModule
 from gan_mn.metrics import FidelityCallback
 from gan_mn.training import GAN, default_label
+from gan_mn.training.faults import AtomicCheckpointIO, PreemptionCheckpoint, RNGState
 
 
 class RunError(ValueError):
@@ -34,9 +38,18 @@ class GANCLI(LightningCLI):
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         # main(argv) passes args on purpose (tests, other programs): not a mistake
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        # Our sampler resumes mid-epoch from Lightning's own batch counter (see
+        # GANDataModule.train_dataloader), which Lightning cannot see from the loader.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
+        # "Seed set to N" on stderr before a one-line error; the seed is in config.yaml
+        logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
         super().__init__(GAN, GANDataModule, args=args, run=run, seed_everything_default=0,
                          save_config_kwargs={"overwrite": True},
                          auto_configure_optimizers=False)
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """Parse errors raise (main() prints them as one line) instead of usage + exit."""
+        return super().init_parser(**{"exit_on_error": False, **kwargs})
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(FidelityCallback, "metrics")
@@ -70,15 +83,22 @@ class GANCLI(LightningCLI):
                 Path(cfg.checkpoint.dirpath) / "last.ckpt").exists():
             raise RunError(f"{run_dir} already holds a run; resume it with --ckpt_path last, "
                            "or pick another --run_name or --output_dir")
+        if self.subcommand == "fit":
+            _check_writable(run_dir)
         self.run_dir = run_dir
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self._run_config()
         trainer_cfg = self._get(self.config_init, "trainer", default={})
+        # Bad data or metric settings fail here, before any logger writes a thing.
+        metrics: FidelityCallback = self._get(self.config_init, "metrics")
+        data = self.datamodule.hparams
+        if data.dataset != "cifar10" or not data.download:  # (downloads: in prepare_data)
+            self.datamodule.load_images()
+            metrics.check_data(self.datamodule)
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = make_loggers(self.run_dir, cfg.run_name, cfg.wandb.project,
                                             cfg.wandb.mode)
-        metrics: FidelityCallback = self._get(self.config_init, "metrics")
         if metrics.enabled and "fid" in metrics.metrics:
             fid_key = metrics.protocol(self.datamodule.reference_name()).fid_key()
             best = ModelCheckpoint(dirpath=cfg.checkpoint.dirpath, monitor=fid_key, mode="min",
@@ -86,6 +106,14 @@ class GANCLI(LightningCLI):
                                    save_top_k=1, every_n_train_steps=metrics.every_n_steps,
                                    enable_version_counter=False)
             kwargs["callbacks"] = [*(trainer_cfg.get("callbacks") or []), best]
+        # Resumable runs: RNG states in the checkpoint, a last.ckpt on SIGTERM/Ctrl-C,
+        # checkpoints written atomically (unless the user brought a CheckpointIO).
+        kwargs["callbacks"] = [*kwargs.get("callbacks", trainer_cfg.get("callbacks") or []),
+                               RNGState(), PreemptionCheckpoint(cfg.checkpoint.dirpath)]
+        plugins = trainer_cfg.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
@@ -105,6 +133,21 @@ class GANCLI(LightningCLI):
         step = int(torch.load(path, map_location="cpu", weights_only=False,
                               mmap=True).get("global_step", 0))
         truncate_metrics(self.run_dir / "metrics.csv", step)
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail before training, not at the first checkpoint an hour later."""
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        for path in created:  # leave nothing behind if the run fails before it starts
+            path.rmdir()
+    except OSError as err:
+        raise RunError(f"cannot write the run directory {run_dir}: "
+                       f"{err.strerror or err}") from None
 
 
 __all__ = ["GANCLI", "RunError"]

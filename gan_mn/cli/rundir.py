@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import logging
+import netrc
 import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -87,13 +89,16 @@ def wandb_logger(run_dir: Path, run_name: str, project: str, mode: str) -> Logge
 
 
 def _wandb_logged_in() -> bool:
+    """An API key in the environment or in the netrc file `wandb login` writes. Read
+    directly: asking wandb itself (wandb.api) leaves it set up for online mode, after
+    which even an offline init insists on a login."""
     if os.environ.get("WANDB_API_KEY"):
         return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
     try:
-        import wandb
-
-        return bool(wandb.api.api_key)
-    except Exception:  # no netrc, no settings: not logged in
+        return netrc.netrc(path).authenticators(host or "api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
         return False
 
 

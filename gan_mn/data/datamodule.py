@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from gan_mn.data.sampling import ResumableSampler
 from gan_mn.data.sources import DataError, load_cifar10, load_image_folder, synthetic_images
 
 
@@ -89,11 +90,27 @@ class GANDataModule(pl.LightningDataModule):
                             f"({self.hparams.batch_size})")
 
     def train_dataloader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(UInt8Images(self.load_images()), batch_size=self.hparams.batch_size,
-                          shuffle=True, drop_last=True, generator=gen,
-                          num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)
+        """Shuffled by (seed, epoch); on a resume, continues the interrupted epoch where the
+        checkpoint left it, so a resumed run sees the batches an uninterrupted one would."""
+        h = self.hparams
+        dataset = UInt8Images(self.load_images())
+        trainer = self.trainer  # None outside a Trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = ResumableSampler(dataset, seed=h.seed, num_replicas=world, rank=rank)
+        if trainer is not None and trainer.fit_loop.restarting:
+            epochs, batches = trainer.fit_loop.epoch_progress.current, \
+                trainer.fit_loop.epoch_loop.batch_progress.current
+            epoch, done = epochs.processed, 0
+            if epochs.ready > epochs.processed:  # stopped inside epoch `processed`
+                done = batches.processed * h.batch_size
+                if done >= len(sampler):  # ... after its last batch: the next one is due
+                    epoch, done = epoch + 1, 0
+            sampler.resume(epoch, done)
+        # Its own generator: creating loader iterators must not draw on the global RNG
+        # (the training noise), or resumed and uninterrupted runs would diverge.
+        return DataLoader(dataset, batch_size=h.batch_size, sampler=sampler, drop_last=True,
+                          generator=torch.Generator().manual_seed(h.seed),
+                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Tensor:
         """uint8 ``[0, 255]`` -> float ``[-1, 1]``, on the device."""

@@ -27,6 +27,7 @@ from gan_mn.metrics.fidelity import (
     compute_metrics,
     generate,
     load_plugin,
+    validate,
 )
 from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NormMode, Protocol, parse_metrics
 
@@ -86,6 +87,15 @@ class FidelityCallback(Callback):
     def protocol(self, reference: str) -> Protocol:
         return Protocol(self.num_samples, reference, self.feature_extractor, self.norm_mode,
                         self.seed)
+
+    def check_data(self, datamodule: Any) -> None:
+        """Check the settings against the data (e.g. KID's subset size) before training."""
+        if self.enabled and datamodule is not None:
+            validate(self.protocol(datamodule.reference_name()), self.metrics,
+                     self.kid_subset_size, datamodule.load_images().shape[0])
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.check_data(trainer.datamodule)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:

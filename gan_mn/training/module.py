@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.models import Discriminator, Generator
 from gan_mn.norm import NORM_KINDS, make_norm
+from gan_mn.training.faults import FiniteWatch, check_state_finite
 from gan_mn.training.losses import LOSS_KINDS, LossKind, discriminator_loss, generator_loss
 
 
@@ -87,6 +88,7 @@ class GAN(pl.LightningModule):
         self._last_grid_step = -1
         self.train_seconds = 0.0  # wall time inside training steps, kept across resumes
         self._batch_start = 0.0
+        self._finite = FiniteWatch()
 
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
@@ -112,6 +114,7 @@ class GAN(pl.LightningModule):
         self.log("loss/d", loss_d.detach(), prog_bar=True)
 
         if (batch_idx + 1) % h.d_steps:
+            self._watch(loss_d)
             return
         if h.d_steps > 1:  # the fake batch above is stale: D has moved since
             fake = self.generator(self.generator.sample_latent(real.shape[0], self.device))
@@ -121,6 +124,16 @@ class GAN(pl.LightningModule):
             self.manual_backward(loss_g)
             opt_g.step()
         self.log("loss/g", loss_g.detach(), prog_bar=True)
+        self._watch(loss_d, loss_g)
+
+    def _watch(self, *losses: Tensor) -> None:
+        """Note non-finite losses/statistics on the device; read the flag back (a host
+        sync) every step on CPU, at logging steps on accelerators, and before any save."""
+        step = self.global_step
+        self._finite.observe(step, [self.generator, self.discriminator], *losses)
+        every = self._trainer.log_every_n_steps if self._trainer is not None else 1
+        if self.device.type == "cpu" or step % max(1, every) == 0:
+            self._finite.check()
 
     # --- sampling -------------------------------------------------------------------------
     def sampling_generator(self) -> nn.Module:
@@ -139,6 +152,10 @@ class GAN(pl.LightningModule):
         self._batch_start = time.perf_counter()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """No checkpoint of a diverged model: raising here happens before anything is
+        written, so the previous checkpoint stays."""
+        self._finite.check()
+        check_state_finite(checkpoint["state_dict"], self.global_step)
         checkpoint["train_seconds"] = self.train_seconds
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

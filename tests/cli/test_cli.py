@@ -92,15 +92,6 @@ def test_fit_on_an_image_folder(tmp_path: Path) -> None:
     assert list((run / "wandb").glob("offline-run-*"))
 
 
-def test_unknown_config_key_is_rejected(tmp_path: Path, capsys) -> None:
-    os.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", "-c", SMOKE, "--model.no_such_key", "1"])
-    assert exc.value.code != 0
-    assert "no_such_key" in capsys.readouterr().err
-    assert not (tmp_path / "checkpoints").exists()
-
-
 def test_a_second_run_into_the_same_directory_must_resume(trained: Path, tmp_path: Path,
                                                           capsys) -> None:
     import shutil

@@ -1,0 +1,177 @@
+"""Keeping every finished step: atomic checkpoint writes, a checkpoint on SIGTERM/Ctrl-C,
+RNG states in the checkpoint, and a stop (without saving) on non-finite values.
+
+All of these plug into Lightning's own extension points (CheckpointIO, callbacks).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor, nn
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/Inf; the run stops without writing a checkpoint."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file in the checkpoint's own directory, fsync, then
+    ``os.replace``: a kill leaves either the old complete file or the new complete one.
+
+    (Lightning's default writes through fsspec, whose local temporary file lives in the
+    system temp directory; when that is another filesystem the final move is a copy.)
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:  # make the rename itself durable
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class RNGState(Callback):
+    """Saves and restores the Python, NumPy and torch (CPU and CUDA) RNG states, so the
+    noise after a resume is the noise an uninterrupted run would have drawn."""
+
+    def state_dict(self) -> dict[str, Any]:
+        # plain types and tensors only, so weights_only checkpoint loading accepts them
+        kind, key, pos, has_gauss, gauss = np.random.get_state()
+        state: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss),
+                      float(gauss)],
+            "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        random.setstate(state_dict["python"])
+        kind, key, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class PreemptionCheckpoint(Callback):
+    """On SIGTERM (cluster preemption) or Ctrl-C, finish the current step and save
+    ``last.ckpt``, so ``--ckpt_path last`` loses nothing.
+
+    Lightning already turns SIGTERM into a stop after the current batch; the first Ctrl-C
+    is routed the same way (a second one aborts at once). Other exceptions (a crash, a
+    NaN) save nothing: the last good checkpoint stays. (Not Lightning's
+    OnExceptionCheckpoint: that saves on every exception, and its presence makes every
+    fit resume from "last" implicitly.)
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.ckpt_path = Path(dirpath) / "last.ckpt"
+        self._previous: Any = None
+        self._saved_step = -1
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank != 0 or not _in_main_thread():
+            return
+
+        def stop_after_this_step(signum: int, frame: Any) -> None:
+            print("\ngan-mn: stopping after this step and saving last.ckpt "
+                  "(Ctrl-C again to abort at once)", flush=True)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        self._previous = signal.signal(signal.SIGINT, stop_after_this_step)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Save here, where the loop state is what a resume expects (Lightning raises its
+        stop later, possibly after closing the epoch, a state it resumes from wrongly).
+        Also saves the final step: ModelCheckpoint(save_last=True) refreshes last.ckpt
+        only when its schedule saves, and at on_train_end the EMA has swapped weights."""
+        if trainer.received_sigterm or 0 < trainer.max_steps <= trainer.global_step:
+            trainer.save_checkpoint(self.ckpt_path)
+            self._saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_sigint()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        self._restore_sigint()
+        if isinstance(exception, SIGTERMException):
+            if self._saved_step != trainer.global_step:  # signalled after our batch end
+                trainer.save_checkpoint(self.ckpt_path)
+            print(f"gan-mn: stopped at step {trainer.global_step}; saved {self.ckpt_path}",
+                  flush=True)
+
+    def _restore_sigint(self) -> None:
+        if self._previous is not None and _in_main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class FiniteWatch:
+    """Tracks, on the device and without a host sync, the first step at which a loss or
+    a normalization statistic stopped being finite; ``check`` reads it back."""
+
+    def __init__(self) -> None:
+        self.first_bad: Tensor | None = None
+
+    def observe(self, step: int, modules: list[nn.Module], *losses: Tensor) -> None:
+        values = [t.detach().float().sum() for m in modules for t in m.buffers()
+                  if t.is_floating_point()]
+        values += [loss.detach().float() for loss in losses]
+        bad = ~torch.isfinite(torch.stack(values)).all()
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=bad.device)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def check(self) -> None:
+        if self.first_bad is not None and (step := int(self.first_bad)) >= 0:
+            raise NonFiniteError(
+                f"non-finite loss or normalization statistics at step {step}: training "
+                "stopped and no checkpoint was written after it (resume from the last "
+                "good one with --ckpt_path last, e.g. with a lower learning rate)")
+
+
+def check_state_finite(state_dict: dict[str, Tensor], step: int) -> None:
+    """Refuse to write a checkpoint holding NaN/Inf weights or statistics."""
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise NonFiniteError(f"non-finite values at step {step} in {', '.join(bad[:3])}"
+                             f"{' ...' if len(bad) > 3 else ''}: training stopped and this "
+                             "checkpoint was not written (resume from the last good one "
+                             "with --ckpt_path last)")

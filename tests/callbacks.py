@@ -1,0 +1,51 @@
+"""Callbacks the fault tests add to real `gan-mn fit` runs (``--trainer.callbacks+=``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class SlowDown(Callback):
+    """Sleeps after each step, so a test can signal a run while it is training."""
+
+    def __init__(self, seconds: float = 0.2) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        time.sleep(self.seconds)
+
+
+class PoisonAt(Callback):
+    """Turns the generator's weights into NaN before generator step ``step`` (0-based
+    ``global_step``), as a diverging run would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for p in pl_module.generator.parameters():
+                    p.fill_(float("nan"))
+
+
+class SignalAt(Callback):
+    """Sends this process ``signum`` right after generator step ``step``."""
+
+    def __init__(self, step: int, signum: int = 15) -> None:
+        self.step = step
+        self.signum = signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            import os
+
+            os.kill(os.getpid(), self.signum)

@@ -1,0 +1,268 @@
+"""Faults, through the real entry point: SIGKILL/SIGTERM/Ctrl-C and resume, NaNs, and
+bad input answered with one line."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from gan_mn.cli import main
+from tests.fakes import write_image_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+STEPS = 24
+# 40 images in batches of 8: an epoch is 5 steps, so runs cross epochs and are killed
+# mid-epoch. Eager MN (no compile) keeps the subprocesses quick; EMA is on so that its
+# state has to come back too.
+ARGS = ["--data.dataset", "imagefolder", "--data.batch_size", "8",
+        "--trainer.max_steps", str(STEPS), "--trainer.deterministic", "true",
+        "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "4",
+        "--model.sample_every_n_steps", "0", "--model.norm_kwargs", '{"mn": {"fused": false}}',
+        "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+        "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false"]
+
+
+def start(data: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE, "--data.root", str(data),
+           "--output_dir", str(out), *ARGS, *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.time() + 120
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def losses(run: Path) -> dict[int, tuple[str, str]]:
+    """loss/d, loss/g per logged step; for a resumed run the last row per step wins."""
+    with open(run / "metrics.csv", newline="") as f:
+        return {int(r["step"]): (r["loss/d"], r["loss/g"]) for r in csv.DictReader(f)
+                if r["loss/d"]}
+
+
+def assert_same_state(a: Any, b: Any, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_state(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{i}]")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("faults") / "images", n=40, size=32)
+
+
+@pytest.fixture(scope="module")
+def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run every interrupted one must reproduce exactly."""
+    out = tmp_path_factory.mktemp("reference")
+    rc, err = finish(start(data, out))
+    assert rc == 0, err[-2000:]
+    return out / "smoke-seed0"
+
+
+def assert_matches_reference(run: Path, reference: Path) -> None:
+    mine, ref = load(run / "last.ckpt"), load(reference / "last.ckpt")
+    assert mine["global_step"] == ref["global_step"] == STEPS
+    # weights, MN's running mixture, the EMA copy and the optimiser state, bit for bit
+    for key in ("state_dict", "current_model_state", "averaging_state", "optimizer_states"):
+        assert_same_state(mine[key], ref[key], key)
+    assert losses(run) == losses(reference)
+    assert len(losses(run)) == STEPS
+
+
+def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
+        data: Path, reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "smoke-seed0"
+    proc = start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.SlowDown")
+    wait_for(run / "last.ckpt", proc)
+    time.sleep(0.7)  # somewhere after step 4's checkpoint, maybe inside the next save
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load(run / "last.ckpt")["global_step"]  # a complete checkpoint, loadable
+    assert 4 <= killed_at < STEPS and killed_at % 4 == 0
+    assert not list(run.glob(".*.tmp")) or all(p.stat().st_size >= 0 for p in run.glob(".*"))
+    rc, err = finish(start(data, tmp_path, "--ckpt_path", "last"))
+    assert rc == 0, err[-2000:]
+    assert_matches_reference(run, reference)
+
+
+@pytest.mark.parametrize(("sig", "step"), [(signal.SIGTERM, 7), (signal.SIGTERM, 10),
+                                           (signal.SIGINT, 12)])
+def test_sigterm_and_ctrl_c_save_a_final_checkpoint(data: Path, reference: Path, tmp_path: Path,
+                                                   sig: signal.Signals, step: int) -> None:
+    """The signal arrives during step ``step`` (10 ends an epoch: a state Lightning's own
+    stop would save after closing the epoch, which resumes wrongly)."""
+    run = tmp_path / "smoke-seed0"
+    proc = start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.SignalAt",
+                 "--trainer.callbacks.init_args.step", str(step),
+                 "--trainer.callbacks.init_args.signum", str(int(sig)))
+    rc, err = finish(proc)
+    assert rc == 143, err[-2000:]
+    assert load(run / "last.ckpt")["global_step"] == step  # not the periodic one (4, 8)
+    assert "continue with the same command plus --ckpt_path last" in err
+    rc, err = finish(start(data, tmp_path, "--ckpt_path", "last"))
+    assert rc == 0, err[-2000:]
+    assert_matches_reference(run, reference)
+
+
+def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
+        data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "smoke-seed0"
+    proc = start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.PoisonAt",
+                 "--trainer.callbacks.init_args.step", "6")
+    rc, err = finish(proc)
+    assert rc == 1
+    errors = [line for line in err.splitlines() if line.startswith("gan-mn: error:")]
+    assert len(errors) == 1 and "non-finite" in errors[0] and "step 7" in errors[0]
+    assert "Traceback" not in err
+    good = load(run / "last.ckpt")
+    assert good["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in good["state_dict"].values()
+               if v.is_floating_point())
+    assert not list(run.glob("*step*7*")) and not list(run.glob(".*tmp"))
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    from gan_mn.training.faults import AtomicCheckpointIO
+
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
+
+    def dies_half_way(obj: Any, f: Any) -> None:
+        f.write(b"\x80\x02partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+SAVER = """
+import sys, torch
+from gan_mn.training.faults import AtomicCheckpointIO
+io, big = AtomicCheckpointIO(), torch.randn(4_000_000)
+for i in range(10**6):
+    io.save_checkpoint({"i": i, "w": big + i}, sys.argv[1])
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_during_saves_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # one complete save, the next one under way
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = torch.load(path)
+    assert torch.equal(ckpt["w"][:3] - ckpt["i"], ckpt["w"][:3] - ckpt["i"])
+    assert ckpt["w"].numel() == 4_000_000
+
+
+@pytest.fixture()
+def in_tmp(tmp_path: Path) -> Path:
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    yield tmp_path
+    os.chdir(cwd)
+
+
+def bad_input_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    empty = tmp / "empty"
+    empty.mkdir()
+    (tmp / "a_file").write_text("")
+    images = write_image_folder(tmp / "images", n=20, size=32)
+    metrics = ["--metrics.every_n_steps", "2", "--metrics.feature_extractor", "tiny-test",
+               "--metrics.extractor_plugin", "tests.tiny_extractor"]
+    return {
+        "unknown key": (["--model.no_such_key", "1"], "no_such_key"),
+        "missing config": (["-c", str(tmp / "nope.yaml")], "nope.yaml"),
+        "wrong type": (["--trainer.max_steps", "many"], "trainer.max_steps"),
+        "num_components < 1": (["--model.norm_kwargs", '{"mn": {"num_components": 0}}'],
+                               "num_components"),
+        "batch too small": (["--data.batch_size", "1"], "batch_size must be at least 2"),
+        "missing data": (["--data.dataset", "imagefolder", "--data.root", str(tmp / "no")],
+                         "does not exist"),
+        "empty data": (["--data.dataset", "imagefolder", "--data.root", str(empty)],
+                       "no images"),
+        "unwritable output": (["--output_dir", str(tmp / "a_file")],
+                              "cannot write the run directory"),
+        "fid on 1 sample": ([*metrics, "--metrics.num_samples", "1"], "at least 2"),
+        "kid subset > samples": ([*metrics, "--data.dataset", "imagefolder", "--data.root",
+                                  str(images), "--metrics.metrics", "[kid]",
+                                  "--metrics.num_samples", "10",
+                                  "--metrics.kid_subset_size", "50"], "KID subset size 50"),
+    }
+
+
+@pytest.mark.parametrize("case", ["unknown key", "missing config", "wrong type",
+                                  "num_components < 1", "batch too small", "missing data",
+                                  "empty data", "unwritable output", "fid on 1 sample",
+                                  "kid subset > samples"])
+def test_bad_input_is_one_line_and_writes_nothing(in_tmp: Path, case: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    args, message = bad_input_cases(in_tmp)[case]
+    before = {p for p in in_tmp.rglob("*")}
+    assert main(["fit", "-c", SMOKE, "--wandb.mode", "offline", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gan-mn: error:") and message in err[0], err
+    assert {p for p in in_tmp.rglob("*")} == before  # no run directory, no wandb run
+
+
+def test_console_script_answers_bad_input_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(["gan-mn", "fit", "-c", str(tmp_path / "missing.yaml")],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"gan-mn: error: Parser key \"config\": File does not exist: "
+        f"'{tmp_path / 'missing.yaml'}' (see `gan-mn fit --help`)"]
+
+
+def test_wandb_online_without_login_falls_back_to_offline(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(in_tmp))
+    monkeypatch.setenv("NETRC", str(in_tmp / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(in_tmp / "wandb-config"))
+    assert main(["fit", "-c", SMOKE, "--wandb.mode", "online", "--trainer.max_steps", "2",
+                 "--trainer.log_every_n_steps", "1", *ARGS[-4:]]) == 0
+    assert "not logged in" in caplog.text and "logging offline instead" in caplog.text
+    assert list((in_tmp / "checkpoints" / "smoke-seed0" / "wandb").glob("offline-run-*"))
