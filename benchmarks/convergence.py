@@ -69,11 +69,35 @@ def run_one(a: argparse.Namespace, group: str, seed: int) -> str:
     start = time.time()
     log_file = Path(a.out) / "logs" / f"{run_dir.name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a") as log:
-        rc = subprocess.call(command(a, group, seed, resume=done >= 0), env=env, stdout=log,
-                             stderr=subprocess.STDOUT, cwd=ROOT)
+    lock = log_file.with_suffix(".lock")  # two launchers must not train one run twice
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        owner = lock.read_text().strip()
+        if owner.isdigit() and _alive(int(owner)):
+            return f"{run_dir.name}: skipped, launcher {owner} is running it"
+        lock.unlink(missing_ok=True)  # left by a killed launcher
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        with open(log_file, "a") as log:
+            rc = subprocess.call(command(a, group, seed, resume=done >= 0), env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    finally:
+        lock.unlink(missing_ok=True)
     status = "ok" if rc == 0 else f"FAILED (exit {rc}, see {log_file})"
     return f"{run_dir.name}: {status} in {time.time() - start:.0f} s"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main() -> int:
