@@ -29,16 +29,21 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView, fit, m_step
+from gan_mn.norm.gmm import TINY, BatchStats, Mixture, MomentSync, SampleView, fit, m_step
+
+# Sums (K, C) tables over processes in the backward (see gan_mn.norm.sync).
+TableSync = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
-def shifted_samples(x: Tensor, decomposed: bool = False) -> tuple[SampleView, Tensor, Tensor]:
+def shifted_samples(x: Tensor, decomposed: bool = False,
+                    shift: Tensor | None = None) -> tuple[SampleView, Tensor, Tensor]:
     """``x`` as samples, the per-channel shift ``c`` and ``z = x - c`` (sample layout).
 
-    ``c`` is the first sample's values: within the data, and a constant.
+    ``c`` is the first sample's values (within the data, and a constant) unless
+    ``shift`` gives one (synchronized layers need the same shift on every process).
     """
     view = SampleView.of(x, decomposed)
-    c = x[0, :, 0, 0].detach()
+    c = x[0, :, 0, 0].detach() if shift is None else shift
     return view, c, view.data - view.col(c)
 
 
@@ -73,21 +78,23 @@ class _Forward(NamedTuple):
 
 def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
              posteriors: Tensor | None, start: Mixture | None, em_iters: int,
-             eps: float, var_floor: float, detach: bool, *, decomposed: bool) -> _Forward:
+             eps: float, var_floor: float, detach: bool, *, decomposed: bool,
+             sync: MomentSync | None = None, shift: Tensor | None = None) -> _Forward:
     """Shift, estimate the posteriors (unless given), M-step and normalise.
 
     Eagerly without grad (inside the autograd Function) the output is written
     straight into a fresh ``(N, C, H, W)`` tensor: a Function's output must not be
     a view for in-place ops after it (``ReLU(inplace=True)``) to stay cheap and legal.
+    ``sync``/``shift``: statistics of the batch across processes (eager only).
     """
-    view, c, z = shifted_samples(x, decomposed)
+    view, c, z = shifted_samples(x, decomposed, shift)
     z2 = z * z
     if posteriors is None and start is not None:
         shifted = Mixture(start.weight, start.mean - c, start.var)
-        tau, stats = fit(view, z, z2, shifted, em_iters, var_floor, detach)
+        tau, stats = fit(view, z, z2, shifted, em_iters, var_floor, detach, sync)
     else:
         tau = posteriors
-        stats = m_step(view, tau, z, z2)
+        stats = m_step(view, tau, z, z2, sync=sync)
     inv_std = torch.rsqrt(stats.var + eps)  # compiled, this and normalize's are one op
     if torch.is_grad_enabled() or decomposed:
         out, a = normalize(view, z, tau, stats, eps, weight, bias)
@@ -99,12 +106,15 @@ def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
 
 def _backward(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, lam: Tensor,
               mean: Tensor, r: Tensor, weight: Tensor | None, shape: torch.Size,
-              channels_last: bool, *, decomposed: bool) -> tuple[Tensor, Tensor, Tensor]:
+              channels_last: bool, *, decomposed: bool,
+              sync: TableSync | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of input, weight and bias with the posteriors held constant.
 
     Per component, BN's closed form over weighted samples ``w_ik = a_ik s_k``:
     ``dx_i = sum_k a_ik [g r_k dy_i - s_k r_k P_k - s_k r_k^2 Q_k (z_i - m_k)]`` with
     ``P_k = g sum_i a_ik dy_i`` and ``Q_k = g r_k sum_i a_ik dy_i (z_i - m_k)``.
+    ``sync`` sums ``P`` and ``Q`` over processes for the input gradient; the weight
+    and bias gradients stay local, as SyncBatchNorm's, for DDP to average.
     """
     view = SampleView(z, shape, channels_last, decomposed)
     dy = view.samples(grad_out)
@@ -113,6 +123,8 @@ def _backward(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, lam: 
     grad_weight = (r * centred).sum(0)
     # sum_k sqrt(lambda_k) a_ik = sum_k tau_ik = 1, so sum_i dy_i comes for free.
     grad_bias = (lam.clamp_min(TINY).sqrt().unsqueeze(1) * p).sum(0)
+    if sync is not None:
+        p, centred = sync(p, centred)
     gamma = weight if weight is not None else torch.ones_like(r[0])
     s = (lam.clamp_min(TINY).sqrt() / mass.clamp_min(TINY)).unsqueeze(1)
     qg = r * gamma * centred

@@ -13,6 +13,7 @@ No function here synchronises with the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -173,6 +174,11 @@ class Mixture(NamedTuple):
     var: Tensor
 
 
+# Sums a mini-batch's moments over processes: (mass, s1, s2, count) -> the global ones.
+# ``None`` everywhere means one process (see gan_mn.norm.sync).
+MomentSync = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor, Tensor, Tensor]]
+
+
 class BatchStats(NamedTuple):
     """What the M-step measures on a batch (means in the shifted coordinates)."""
 
@@ -191,26 +197,31 @@ def e_step(view: SampleView, z: Tensor, z2: Tensor, mix: Mixture, var_floor: flo
 
 
 def m_step(view: SampleView, tau: Tensor | None, z: Tensor, z2: Tensor,
-           centre: Tensor | None = None) -> BatchStats:
+           centre: Tensor | None = None, sync: MomentSync | None = None) -> BatchStats:
     """Weights, means and (biased) variances of the soft components ``tau``.
 
     ``centre`` ``(K, C)``, a point near each component's mean (the mixture the
     posteriors came from), makes the variances more accurate; the result does
-    not depend on it otherwise, so it carries no gradient.
+    not depend on it otherwise, so it carries no gradient. ``sync`` sums the
+    moments over processes (the same ``centre`` everywhere), for a global batch.
     """
     if centre is None:
         k = 1 if tau is None else tau.shape[view.kdim]
         centre = z.new_zeros(k, z.shape[view.kdim])
     centre = centre.detach()
     mass, s1, s2 = view.centred_moments(tau, z, z2, centre)
+    count: Tensor | float = view.num_samples
+    if sync is not None:
+        mass, s1, s2, count = sync(mass, s1, s2, float(view.num_samples))
     denom = mass.clamp_min(TINY).unsqueeze(1)
     offset = s1 / denom
     var = (s2 / denom - offset * offset).clamp_min(0.0)
-    return BatchStats(mass, mass / view.num_samples, centre + offset, var)
+    return BatchStats(mass, mass / count, centre + offset, var)
 
 
 def fit(view: SampleView, z: Tensor, z2: Tensor, start: Mixture, iters: int,
-        var_floor: float, detach: bool = False) -> tuple[Tensor, BatchStats]:
+        var_floor: float, detach: bool = False,
+        sync: MomentSync | None = None) -> tuple[Tensor, BatchStats]:
     """``iters`` EM iterations from ``start``: the last posteriors and their M-step.
 
     ``detach`` holds the last posteriors constant for the gradient of the M-step.
@@ -220,7 +231,7 @@ def fit(view: SampleView, z: Tensor, z2: Tensor, start: Mixture, iters: int,
         tau = e_step(view, z, z2, mix, var_floor)
         if detach and i == iters - 1:
             tau = tau.detach()
-        stats = m_step(view, tau, z, z2, centre=mix.mean)
+        stats = m_step(view, tau, z, z2, centre=mix.mean, sync=sync)
         mix = Mixture(stats.weight, stats.mean, stats.var)
     return tau, stats
 
