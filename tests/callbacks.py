@@ -49,3 +49,17 @@ class SignalAt(Callback):
             import os
 
             os.kill(os.getpid(), self.signum)
+
+
+class RecordNorms(Callback):
+    """Writes, per rank, which norm layer classes the model trains with."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        names = sorted({type(m).__name__ for m in pl_module.modules() if "Norm" in
+                        type(m).__name__})
+        with open(f"{self.path}.{trainer.global_rank}", "w") as f:
+            f.write(" ".join(names))

@@ -19,11 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.plugins.layer_sync import LayerSync
 
 from gan_mn.cli.rundir import WANDB_MODES, make_loggers, truncate_metrics
 from gan_mn.data import GANDataModule
 from gan_mn.metrics import FidelityCallback
 from gan_mn.training import GAN, default_label
+from gan_mn.training.distributed import NormSync
 from gan_mn.training.faults import AtomicCheckpointIO, PreemptionCheckpoint, RNGState
 
 
@@ -64,6 +66,9 @@ class GANCLI(LightningCLI):
         parser.add_argument("--wandb.mode", type=Literal[WANDB_MODES], default="offline",
                             help="offline (default; `wandb sync` later), online or disabled")
         parser.add_argument("--wandb.project", type=str, default="gan-mn")
+        parser.add_argument("--sync_norm", type=bool, default=True,
+                            help="under DDP, synchronize MN and BN over all processes "
+                                 "(SyncMixtureNorm2d, SyncBatchNorm)")
         parser.link_arguments("seed_everything", "data.seed")
 
     # --- run directory --------------------------------------------------------------------
@@ -113,7 +118,14 @@ class GANCLI(LightningCLI):
         plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
-            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+            plugins.append(AtomicCheckpointIO())
+        if cfg.sync_norm and not any(isinstance(p, LayerSync) for p in plugins):
+            accelerator = str(trainer_cfg.get("accelerator") or "auto")
+            cuda = accelerator in ("gpu", "cuda") or (
+                accelerator == "auto" and torch.cuda.is_available())
+            plugins.append(NormSync(batchnorm=cuda))  # applied by DDP strategies only
+            kwargs["sync_batchnorm"] = False
+        kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:

@@ -111,11 +111,16 @@ class FidelityCallback(Callback):
         generator: nn.Module = (pl_module.sampling_generator() if hasattr(
             pl_module, "sampling_generator") else pl_module.generator)
         protocol = self.protocol(datamodule.reference_name())
-        values = compute_metrics(
-            generator, generator.z_dim, UInt8Images(datamodule.load_images()),
-            datamodule.reference_key(), protocol, self.metrics,
-            weights_path=self.weights_path, cache_dir=self.cache_dir,
-            batch_size=self.batch_size, kid_subset_size=self.kid_subset_size)
+        values: dict[str, float] | None = None
+        if trainer.is_global_zero:  # once, however many processes train (see README)
+            values = compute_metrics(
+                generator, generator.z_dim, UInt8Images(datamodule.load_images()),
+                datamodule.reference_key(), protocol, self.metrics,
+                weights_path=self.weights_path, cache_dir=self.cache_dir,
+                batch_size=self.batch_size, kid_subset_size=self.kid_subset_size)
+        if trainer.world_size > 1:  # every rank's ModelCheckpoint monitors the same FID
+            values = trainer.strategy.broadcast(values, src=0)
+        assert values is not None
         step = trainer.global_step
         if trainer.training:  # callback_metrics: what ModelCheckpoint monitors
             for key, value in values.items():
@@ -123,14 +128,15 @@ class FidelityCallback(Callback):
                               prog_bar=key == protocol.fid_key(), sync_dist=False)
         for logger in trainer.loggers:
             logger.log_metrics({**values, "metrics/num_samples": self.num_samples}, step=step)
-        self._log_grid(trainer, generator, step)
+        # trainer.log_dir is a collective under DDP: every rank asks, rank 0 writes
+        self._log_grid(trainer, generator, step, Path(trainer.log_dir or trainer.default_root_dir))
         log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
         return values
 
     @rank_zero_only
-    def _log_grid(self, trainer: pl.Trainer, generator: nn.Module, step: int) -> None:
+    def _log_grid(self, trainer: pl.Trainer, generator: nn.Module, step: int,
+                  root: Path) -> None:
         images = generate(generator, 64, self.seed, self.norm_mode, self.batch_size)
-        root = Path(trainer.log_dir or trainer.default_root_dir)
         path = save_png(grid_image(images),
                         root / "samples" / f"metrics_step_{step:07d}.png")
         log_image(trainer.loggers, "samples/metrics", path, step)

@@ -24,6 +24,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from gan_mn.images import to_uint8
 from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NORM_MODES, Protocol, parse_metrics
+from gan_mn.norm import revert_sync
 
 DEFAULT_CACHE_DIR = "~/.cache/gan-mn/fidelity"
 
@@ -49,7 +50,10 @@ def sampler(generator: nn.Module, norm_mode: str) -> nn.Module:
     Callers restore the generator's mode."""
     if norm_mode not in NORM_MODES:
         raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {norm_mode!r}")
-    return copy.deepcopy(generator).train() if norm_mode == "batch" else generator.eval()
+    if norm_mode != "batch":
+        return generator.eval()
+    # under DDP the copy samples on one process: plain norm layers, no collectives
+    return revert_sync(copy.deepcopy(generator)).train()
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
 from gan_mn.norm.factory import NORM_KINDS, make_norm
 from gan_mn.norm.mixture import MixtureNorm2d
 from gan_mn.norm.standing import standing_statistics
-from gan_mn.norm.sync import SyncMixtureNorm2d
+from gan_mn.norm.sync import SyncMixtureNorm2d, revert_sync
 
-__all__ = ["NORM_KINDS", "MixtureNorm2d", "SyncMixtureNorm2d", "make_norm",
+__all__ = ["NORM_KINDS", "MixtureNorm2d", "SyncMixtureNorm2d", "make_norm", "revert_sync",
            "standing_statistics"]

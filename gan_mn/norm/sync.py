@@ -156,19 +156,23 @@ class SyncMixtureNorm2d(MixtureNorm2d):
             out.add_module(name, cls.convert_sync_mixturenorm(child, process_group))
         return out
 
-    @staticmethod
-    def revert(module: nn.Module) -> nn.Module:
-        """The inverse of ``convert_sync_mixturenorm`` (for checkpoints and single-process use)."""
-        out = module
-        if isinstance(module, SyncMixtureNorm2d):
-            out = _copy_into(MixtureNorm2d.__new__(MixtureNorm2d), module)
-            out.__dict__.pop("process_group", None)
-        for name, child in module.named_children():
-            out.add_module(name, SyncMixtureNorm2d.revert(child))
-        return out
+def revert_sync(module: nn.Module) -> nn.Module:
+    """``module`` with ``SyncMixtureNorm2d`` and ``nn.SyncBatchNorm`` back to their
+    one-process layers (sharing parameters and buffers): e.g. a copy to sample from in
+    train mode on one process, which must make no collective calls."""
+    out = module
+    if isinstance(module, SyncMixtureNorm2d):
+        out = _copy_into(MixtureNorm2d.__new__(MixtureNorm2d), module)
+        out.__dict__.pop("process_group", None)
+    elif isinstance(module, nn.SyncBatchNorm):
+        out = _copy_into(nn.BatchNorm2d.__new__(nn.BatchNorm2d), module)
+        out.__dict__.pop("process_group", None)
+    for name, child in module.named_children():
+        out.add_module(name, revert_sync(child))
+    return out
 
 
-def _copy_into(new: MixtureNorm2d, old: MixtureNorm2d) -> MixtureNorm2d:
+def _copy_into(new: nn.Module, old: nn.Module) -> Any:
     """``new`` takes over ``old``'s state: the same Parameter and buffer objects."""
     new.__dict__.update(old.__dict__)
     new._parameters = dict(old._parameters)
@@ -187,4 +191,4 @@ def _autograd_synced(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     return (res.out, *(t.detach() for t in (s.weight, s.mean + res.shift, s.var, s.mass)))
 
 
-__all__ = ["SyncMixtureNorm2d"]
+__all__ = ["SyncMixtureNorm2d", "revert_sync"]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.models import Discriminator, Generator
 from gan_mn.norm import NORM_KINDS, make_norm
+from gan_mn.training.distributed import allow_unused_parameters
 from gan_mn.training.faults import FiniteWatch, check_state_finite
 from gan_mn.training.losses import LOSS_KINDS, LossKind, discriminator_loss, generator_loss
 
@@ -148,6 +149,10 @@ class GAN(pl.LightningModule):
         return self.generator
 
     # --- bookkeeping ----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # runs before the strategy wraps the module in DDP
+            allow_unused_parameters(self.trainer)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
 

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from gan_mn.norm import MixtureNorm2d, SyncMixtureNorm2d
+from gan_mn.norm import MixtureNorm2d, SyncMixtureNorm2d, revert_sync
 from tests.conftest import clustered
 
 CASES = {  # name: (num_components, detach_posteriors, seeded, channels_last)
@@ -128,8 +128,9 @@ def test_convert_and_revert_keep_parameters_and_buffers() -> None:
     assert isinstance(synced[2][0], nn.BatchNorm2d)
     assert synced[1].weight is model[1].weight and synced[1].running_mean is model[1].running_mean
     assert synced[2][1].num_components == 2
-    back = SyncMixtureNorm2d.revert(synced)
+    back = revert_sync(nn.SyncBatchNorm.convert_sync_batchnorm(synced))
     assert type(back[1]) is MixtureNorm2d and back[1].weight is model[1].weight
+    assert type(back[2][0]) is nn.BatchNorm2d and back[2][0].weight is model[2][0].weight
     assert back.state_dict().keys() == model.state_dict().keys()
 
 
