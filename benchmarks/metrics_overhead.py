@@ -9,6 +9,10 @@ and is large next to a small extractor such as the CIFAR-10 proxy.
 
     python benchmarks/metrics_overhead.py --extractor cifar10-proxy \\
         --plugin ../shared/eval/proxy_extractor.py [--num-samples 2000] [--rounds 3]
+
+Inception-v3 (the default extractor) needs its weights; offline, ``--random-inception``
+times the same network with random weights (torch-fidelity's architecture, so the cost
+is the real one; the metric values are meaningless and not printed).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
+from unittest import mock
 
 import lightning.pytorch as pl
 import torch
@@ -33,6 +39,8 @@ def main() -> None:
     p.add_argument("--extractor", default="inception-v3-compat")
     p.add_argument("--plugin", default=None)
     p.add_argument("--weights", default=None)
+    p.add_argument("--random-inception", action="store_true",
+                   help="inception-v3-compat with random weights (timing only, offline)")
     p.add_argument("--data-root", default=None, help="image folder (default: synthetic data)")
     p.add_argument("--num-samples", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
@@ -41,6 +49,8 @@ def main() -> None:
     dm = (GANDataModule("imagefolder", root=a.data_root) if a.data_root
           else GANDataModule("synthetic"))
     with tempfile.TemporaryDirectory() as tmp:
+        if a.random_inception:
+            a.extractor, a.weights = "inception-v3-compat", random_inception(Path(tmp))
         callback = FidelityCallback(every_n_steps=1000, num_samples=a.num_samples,
                                     feature_extractor=a.extractor,
                                     feature_extractor_weights_path=a.weights, cache_dir=tmp)
@@ -72,6 +82,19 @@ def main() -> None:
           f"{torch.get_num_threads()})")
     print(f"generating the images alone: {gen_s:.2f} s; callback minus generation vs "
           f"extraction: {(full_s - gen_s) / alone_s:.3f}x")
+
+
+def random_inception(folder: Path) -> str:
+    """A state dict for torch-fidelity's Inception-v3 with its initial random weights."""
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    cls = fe.FeatureExtractorInceptionV3
+    with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(cls, "load_state_dict", lambda self, *a, **k: None):
+        model = cls("inception-v3-compat", ["2048", "logits_unbiased"])
+    path = folder / "inception-random.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
 
 
 def _features(extractor: str) -> list[str]:
