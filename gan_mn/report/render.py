@@ -96,6 +96,18 @@ def markdown(report: Report) -> str:
             lines.append(f"- `{label}` reaches `{ref}`'s best FID in {abs(acc):.0%} {word} "
                          f"steps than `{ref}` (speed-up {g['speedup_steps']:.2f}x in steps, "
                          f"{g['speedup_seconds'] or float('nan'):.2f}x in training time).")
+    lines += ["", f"Seed-mean `{s['fid_key']}` (± std over seeds) by step:", ""]
+    curves = {label: mean_curve(members, report.fid_key)
+              for label, members in sorted(report.runs.items())}
+    steps = sorted(set().union(*(c["steps"].tolist() for c in curves.values())))
+    lines.append("| step | " + " | ".join(curves) + " |")
+    lines.append("|---" * (len(curves) + 1) + "|")
+    for step in steps:
+        cells = []
+        for c in curves.values():
+            hit = [i for i, x in enumerate(c["steps"].tolist()) if x == step]
+            cells.append(f"{c['mean'][hit[0]]:.2f} ± {c['std'][hit[0]]:.2f}" if hit else "")
+        lines.append(f"| {step:.0f} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Definitions: best FID is each seed's lowest evaluated FID (mean ± std over seeds). "

@@ -100,6 +100,7 @@ def test_cli_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     md = (out / "report.md").read_text()
     assert "| mn-g | 2 | 400 | 25.00 ± 1.00 |" in md
     assert "`mn-g` reaches `bn`'s best FID in 50% fewer steps" in md
+    assert "| 200 | 41.00 ± 1.00 | 29.00 ± 1.00 |" in md  # seed means by step
     assert str(out / "report.md") in capsys.readouterr().out
 
 
