@@ -114,7 +114,10 @@ class PreemptionCheckpoint(Callback):
         stop later, possibly after closing the epoch, a state it resumes from wrongly).
         Also saves the final step: ModelCheckpoint(save_last=True) refreshes last.ckpt
         only when its schedule saves, and at on_train_end the EMA has swapped weights."""
-        if trainer.received_sigterm or 0 < trainer.max_steps <= trainer.global_step:
+        # (Under DDP the signal reaches the ranks at different times and saving is
+        # collective: there Lightning's broadcast stop and on_exception save instead.)
+        stop = trainer.received_sigterm and trainer.world_size == 1
+        if stop or 0 < trainer.max_steps <= trainer.global_step:
             trainer.save_checkpoint(self.ckpt_path)
             self._saved_step = trainer.global_step
 
