@@ -77,6 +77,12 @@ def sample_main(argv: list[str]) -> int:
         raise ValueError(f"--num must be positive, got {a.num}")
     if a.out_dir and Path(a.out_dir).exists() and any(Path(a.out_dir).iterdir()):
         raise ValueError(f"--out-dir {a.out_dir} exists and is not empty")
+    out = Path(a.out or a.out_dir)
+    try:  # before the (slow) sampling: is there somewhere to write?
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot write {out}: {err.strerror or err} "
+                         f"({out.parent} cannot be created)") from None
     run = load_run(a.checkpoint, map_location=a.device)
     images = generate(run.gan.generator.to(a.device), a.num, a.seed, a.norm_mode, a.batch_size)
     if a.out:

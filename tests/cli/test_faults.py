@@ -247,6 +247,16 @@ def test_bad_input_is_one_line_and_writes_nothing(in_tmp: Path, case: str,
     assert {p for p in in_tmp.rglob("*")} == before  # no run directory, no wandb run
 
 
+@pytest.mark.parametrize("option", ["--out", "--out-dir"])
+def test_sample_into_an_unwritable_place_is_one_line(tmp_path: Path, option: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a_file").write_text("")
+    target = tmp_path / "a_file" / "grid.png"
+    assert main(["sample", str(tmp_path / "x.ckpt"), "--num", "4", option, str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write {target}" in err[0]
+
+
 def test_console_script_answers_bad_input_in_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(["gan-mn", "fit", "-c", str(tmp_path / "missing.yaml")],
                           cwd=tmp_path, capture_output=True, text=True)
