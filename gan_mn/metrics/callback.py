@@ -30,6 +30,7 @@ from gan_mn.metrics.fidelity import (
     validate,
 )
 from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NormMode, Protocol, parse_metrics
+from gan_mn.metrics.sharded import compute_metrics_sharded
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +112,17 @@ class FidelityCallback(Callback):
         generator: nn.Module = (pl_module.sampling_generator() if hasattr(
             pl_module, "sampling_generator") else pl_module.generator)
         protocol = self.protocol(datamodule.reference_name())
-        values: dict[str, float] | None = None
-        if trainer.is_global_zero:  # once, however many processes train (see README)
-            values = compute_metrics(
-                generator, generator.z_dim, UInt8Images(datamodule.load_images()),
-                datamodule.reference_key(), protocol, self.metrics,
-                weights_path=self.weights_path, cache_dir=self.cache_dir,
-                batch_size=self.batch_size, kid_subset_size=self.kid_subset_size)
-        if trainer.world_size > 1:  # every rank's ModelCheckpoint monitors the same FID
+        args = (generator, generator.z_dim, UInt8Images(datamodule.load_images()),
+                datamodule.reference_key(), protocol, self.metrics)
+        options = dict(weights_path=self.weights_path, cache_dir=self.cache_dir,
+                       batch_size=self.batch_size, kid_subset_size=self.kid_subset_size)
+        values: dict[str, float] | None
+        if trainer.world_size == 1:
+            values = compute_metrics(*args, **options)
+        else:  # every rank samples its share; rank 0 computes; all log the same values
+            values = compute_metrics_sharded(*args, rank=trainer.global_rank,
+                                             world=trainer.world_size, gather=_all_gather,
+                                             **options)
             values = trainer.strategy.broadcast(values, src=0)
         assert values is not None
         step = trainer.global_step
@@ -140,3 +144,12 @@ class FidelityCallback(Callback):
         path = save_png(grid_image(images),
                         root / "samples" / f"metrics_step_{step:07d}.png")
         log_image(trainer.loggers, "samples/metrics", path, step)
+
+
+def _all_gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, on every rank (DDP's default process group)."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, obj)
+    return parts

@@ -14,6 +14,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch_fidelity
@@ -146,6 +147,27 @@ def validate(protocol: Protocol, metrics: Sequence[str], kid_subset_size: int,
     return names
 
 
+def fidelity_kwargs(reference: Dataset, reference_key: str, protocol: Protocol,
+                    names: Sequence[str], *, weights_path: str | None, cache_dir: str,
+                    batch_size: int, kid_subset_size: int, cuda: bool) -> dict[str, Any]:
+    """torch-fidelity's keyword arguments for ``names`` (input2: the cached reference)."""
+    needs_reference = bool(set(names) - {"isc"})
+    cache_root = Path(cache_dir).expanduser()
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MetricsError(f"cache directory {cache_root} cannot be created ({err})") from err
+    return dict(
+        input2=reference if needs_reference else None,
+        input2_cache_name=reference_cache_name(reference_key, protocol.feature_extractor,
+                                               weights_path) if needs_reference else None,
+        cache_root=str(cache_root), cache=True, cuda=cuda,
+        batch_size=min(batch_size, protocol.num_samples),
+        feature_extractor=protocol.feature_extractor,
+        feature_extractor_weights_path=weights_path, rng_seed=protocol.seed,
+        kid_subset_size=kid_subset_size, verbose=False, **{m: True for m in names})
+
+
 def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, reference_key: str,
                     protocol: Protocol, metrics: Sequence[str] = ("isc", "fid"), *,
                     weights_path: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
@@ -158,33 +180,38 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
     ``reference_key`` + extractor + weights in ``cache_dir``."""
     names = validate(protocol, metrics, kid_subset_size, len(reference))
     check_extractor(protocol.feature_extractor)
-    needs_reference = bool(set(names) - {"isc"})
     device = next(generator.parameters()).device
     was_training = generator.training
     wrapper = GenerativeModelModuleWrapper(UInt8Generator(sampler(generator, protocol.norm_mode)),
                                            z_dim, "normal", 0, make_eval=False)
-    cache_root = Path(cache_dir).expanduser()
-    try:
-        cache_root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise MetricsError(f"cache directory {cache_root} cannot be created ({err})") from err
+    kwargs = fidelity_kwargs(reference, reference_key, protocol, names,
+                             weights_path=weights_path, cache_dir=cache_dir,
+                             batch_size=batch_size, kid_subset_size=kid_subset_size,
+                             cuda=device.type == "cuda")
     try:
         result = torch_fidelity.calculate_metrics(
-            input1=wrapper, input1_model_num_samples=protocol.num_samples,
-            input2=reference if needs_reference else None,
-            input2_cache_name=reference_cache_name(reference_key, protocol.feature_extractor,
-                                                   weights_path) if needs_reference else None,
-            cache_root=str(cache_root), cache=True, cuda=device.type == "cuda",
-            batch_size=min(batch_size, protocol.num_samples),
-            feature_extractor=protocol.feature_extractor,
-            feature_extractor_weights_path=weights_path, rng_seed=protocol.seed,
-            kid_subset_size=kid_subset_size, verbose=False,
-            **{m: True for m in names})
+            input1=wrapper, input1_model_num_samples=protocol.num_samples, **kwargs)
     finally:
         generator.train(was_training)
+    return numbers(protocol, result)
+
+
+def numbers(protocol: Protocol, result: dict[str, Any]) -> dict[str, float]:
+    """torch-fidelity's result as our metric names -> floats."""
     return {protocol.key(k): float(v) for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_EXTRACTOR", "MetricsError", "UInt8Generator",
-           "check_extractor", "compute_metrics", "generate", "load_plugin", "reference_cache_name"]
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_EXTRACTOR",
+    "MetricsError",
+    "UInt8Generator",
+    "check_extractor",
+    "compute_metrics",
+    "fidelity_kwargs",
+    "generate",
+    "load_plugin",
+    "numbers",
+    "reference_cache_name",
+]
