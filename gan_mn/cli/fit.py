@@ -104,17 +104,16 @@ class GANCLI(LightningCLI):
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = make_loggers(self.run_dir, cfg.run_name, cfg.wandb.project,
                                             cfg.wandb.mode)
+        callbacks = list(trainer_cfg.get("callbacks") or [])
         if metrics.enabled and "fid" in metrics.metrics:
             fid_key = metrics.protocol(self.datamodule.reference_name()).fid_key()
-            best = ModelCheckpoint(dirpath=cfg.checkpoint.dirpath, monitor=fid_key, mode="min",
-                                   filename="best-fid-step{step}", auto_insert_metric_name=False,
-                                   save_top_k=1, every_n_train_steps=metrics.every_n_steps,
-                                   enable_version_counter=False)
-            kwargs["callbacks"] = [*(trainer_cfg.get("callbacks") or []), best]
+            callbacks.append(ModelCheckpoint(
+                dirpath=cfg.checkpoint.dirpath, monitor=fid_key, mode="min",
+                filename="best-fid-step{step}", auto_insert_metric_name=False, save_top_k=1,
+                every_n_train_steps=metrics.every_n_steps, enable_version_counter=False))
         # Resumable runs: RNG states in the checkpoint, a last.ckpt on SIGTERM/Ctrl-C,
         # checkpoints written atomically (unless the user brought a CheckpointIO).
-        kwargs["callbacks"] = [*kwargs.get("callbacks", trainer_cfg.get("callbacks") or []),
-                               RNGState(), PreemptionCheckpoint(cfg.checkpoint.dirpath)]
+        kwargs["callbacks"] = [*callbacks, RNGState(), PreemptionCheckpoint(cfg.checkpoint.dirpath)]
         plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -148,18 +147,12 @@ class GANCLI(LightningCLI):
 
 
 def _check_writable(run_dir: Path) -> None:
-    """Fail before training, not at the first checkpoint an hour later."""
-    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-        for path in created:  # leave nothing behind if the run fails before it starts
-            path.rmdir()
-    except OSError as err:
-        raise RunError(f"cannot write the run directory {run_dir}: "
-                       f"{err.strerror or err}") from None
+    """Fail before training, not at the first checkpoint an hour later. Creates nothing
+    (so a run that fails later leaves nothing, and DDP ranks do not race)."""
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write the run directory {run_dir}: {existing} is not a "
+                       "writable directory")
 
 
 __all__ = ["GANCLI", "RunError"]

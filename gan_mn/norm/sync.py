@@ -108,10 +108,9 @@ class SyncMixtureNorm2d(MixtureNorm2d):
         group = self._group()
         if group is None:
             return super()._train(x)
-        if self.num_components > 1:
-            self._warm_start_synced(x, group)
         start: Mixture | None = None
         if self.num_components > 1:
+            self._warm_start_synced(x, group)
             start = Mixture(self.em_weight, self.em_mean, self.em_var)
             # centre on the mixture's own mean: the same on every rank, near the data
             shift = (start.weight.unsqueeze(1) * start.mean).sum(0).detach()
@@ -131,7 +130,7 @@ class SyncMixtureNorm2d(MixtureNorm2d):
 
     @torch.no_grad()
     def _first_sample(self, x: Tensor, group: _Group) -> Tensor:
-        shift = x[0, :, 0, 0].detach().float().clone()
+        shift = x[0, :, 0, 0].detach().clone()
         group.broadcast(shift)
         return shift
 

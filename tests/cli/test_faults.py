@@ -111,7 +111,6 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
     proc.wait()
     killed_at = load(run / "last.ckpt")["global_step"]  # a complete checkpoint, loadable
     assert 4 <= killed_at < STEPS and killed_at % 4 == 0
-    assert not list(run.glob(".*.tmp")) or all(p.stat().st_size >= 0 for p in run.glob(".*"))
     rc, err = finish(start(data, tmp_path, "--ckpt_path", "last"))
     assert rc == 0, err[-2000:]
     assert_matches_reference(run, reference)
@@ -176,9 +175,9 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path,
 SAVER = """
 import sys, torch
 from gan_mn.training.faults import AtomicCheckpointIO
-io, big = AtomicCheckpointIO(), torch.randn(4_000_000)
+io = AtomicCheckpointIO()
 for i in range(10**6):
-    io.save_checkpoint({"i": i, "w": big + i}, sys.argv[1])
+    io.save_checkpoint({"i": i, "w": torch.full((4_000_000,), float(i))}, sys.argv[1])
     print(i, flush=True)
 """
 
@@ -192,9 +191,8 @@ def test_sigkill_during_saves_leaves_a_complete_checkpoint(tmp_path: Path) -> No
     time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    ckpt = torch.load(path)
-    assert torch.equal(ckpt["w"][:3] - ckpt["i"], ckpt["w"][:3] - ckpt["i"])
-    assert ckpt["w"].numel() == 4_000_000
+    ckpt = torch.load(path)  # loads: not truncated; and all of one save, not a mix
+    assert ckpt["w"].numel() == 4_000_000 and bool((ckpt["w"] == ckpt["i"]).all())
 
 
 @pytest.fixture()
