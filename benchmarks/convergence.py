@@ -11,6 +11,9 @@ Example (the committed study, on the shared CIFAR-10 subset with the proxy extra
         --data-root ../shared/data/cifar10-subset/train \\
         --extractor cifar10-proxy --plugin ../shared/eval/proxy_extractor.py \\
         --groups bn mn-g --seeds 0 1 2 --steps 3000 --eval-every 500 --num-samples 2000
+
+The ablation (K, EM iterations, MN in D) uses the groups ``bn mn-g mn-g-k2 mn-g-k5
+mn-g-em3 mn-gd`` with ``--steps 2000 --eval-every 250``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUP_CONFIGS = {"bn": "dcgan_bn.yaml", "mn-g": "dcgan_mn.yaml", "mn-gd": "dcgan_mn_gd.yaml"}
+# group -> (config, extra `gan-mn fit` options); each group's label is its name.
+GROUPS: dict[str, tuple[str, list[str]]] = {
+    "bn": ("dcgan_bn.yaml", []),
+    "mn-g": ("dcgan_mn.yaml", []),  # K=3, one warm-started EM iteration per batch
+    "mn-gd": ("dcgan_mn_gd.yaml", []),
+    "mn-g-k2": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 2}}"]),
+    "mn-g-k5": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 5}}"]),
+    "mn-g-em3": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {em_iters: 3}}"]),
+}
 
 
 def finished_step(run_dir: Path) -> int:
@@ -41,8 +52,9 @@ def finished_step(run_dir: Path) -> int:
 
 
 def command(a: argparse.Namespace, group: str, seed: int, resume: bool) -> list[str]:
-    config = str(ROOT / "configs" / GROUP_CONFIGS[group])
-    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", config,
+    config, options = GROUPS[group]
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", str(ROOT / "configs" / config),
+           *options, "--model.label", group,
            "--seed_everything", str(seed), "--trainer.max_steps", str(a.steps),
            "--data.dataset", a.dataset, "--data.root", a.data_root,
            "--metrics.every_n_steps", str(a.eval_every),
@@ -108,7 +120,7 @@ def main() -> int:
     p.add_argument("--extractor", default="inception-v3-compat")
     p.add_argument("--plugin", default=None, help="extractor plugin file or module")
     p.add_argument("--cache-dir", default="~/.cache/gan-mn/fidelity")
-    p.add_argument("--groups", nargs="+", default=["bn", "mn-g"], choices=sorted(GROUP_CONFIGS))
+    p.add_argument("--groups", nargs="+", default=["bn", "mn-g"], choices=sorted(GROUPS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--eval-every", type=int, default=500)
