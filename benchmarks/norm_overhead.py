@@ -44,7 +44,7 @@ def _sync(device: torch.device) -> None:
 def variants(num_components: int) -> dict[str, tuple[str, dict[str, Any]]]:
     """The norm layers compared: BN, MN with its defaults, MN's eager path."""
     mn = {"num_components": num_components}
-    return {"BN": ("bn", {}), "MN": ("mn", mn), "MN eager": ("mn", {**mn, "fused": False})}
+    return {"BN": ("bn", {}), "MN": ("mn", mn), "MN eager": ("mn", {**mn, "kernels": "eager"})}
 
 
 def make_step(norm: str, norm_kwargs: dict[str, Any], device: torch.device,

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 import torch
+
+# Triton decorates its own library when it is first imported, so its CPU interpreter
+# (the Triton kernels' tests, on CPU tensors) must be chosen before anything imports it.
+if not torch.cuda.is_available():
+    assert "triton" not in sys.modules, "triton was imported before tests/conftest.py"
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -213,6 +213,13 @@ def m_step(view: SampleView, tau: Tensor | None, z: Tensor, z2: Tensor,
     count: Tensor | float = view.num_samples
     if sync is not None:
         mass, s1, s2, count = sync(mass, s1, s2, float(view.num_samples))
+    return moments_to_stats(mass, s1, s2, count, centre)
+
+
+def moments_to_stats(mass: Tensor, s1: Tensor, s2: Tensor, count: Tensor | float,
+                     centre: Tensor) -> BatchStats:
+    """The M-step from the moments ``sum tau``, ``sum tau (z - centre)`` and
+    ``sum tau (z - centre)^2`` over ``count`` samples."""
     denom = mass.clamp_min(TINY).unsqueeze(1)
     offset = s1 / denom
     var = (s2 / denom - offset * offset).clamp_min(0.0)

@@ -8,12 +8,15 @@ import torch
 from torch import Tensor, nn
 
 from gan_mn.norm.functional import (
+    Collectives,
+    EMSettings,
     MixtureNormFunction,
     mixture_norm_autograd,
     normalize,
     shifted_samples,
 )
 from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, reseed_dead, seed
+from gan_mn.norm.kernels import KERNEL_CHOICES, select_kernels
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -51,17 +54,19 @@ class MixtureNorm2d(nn.Module):
         detach_posteriors: treat posteriors as constants in backprop (the paper's
             choice, and the fast analytic backward); ``False`` differentiates
             through the EM iterations with autograd.
-        fused: run the training-mode forward and backward as ``torch.compile``d
-            single-pass kernels (one compilation of a few seconds on first use
-            serves every size). Without a working Inductor backend (a C++
-            compiler on CPU, Triton on GPU) it warns once and runs eagerly.
+        kernels: what runs the training-mode forward and backward
+            (:mod:`gan_mn.norm.kernels`): ``"auto"`` (hand-written Triton kernels for
+            float32 CUDA tensors, Inductor otherwise), ``"triton"``, ``"inductor"``
+            (``torch.compile``d single-pass kernels: one compilation of a few seconds
+            on first use serves every size; without a working backend it warns once
+            and runs eagerly) or ``"eager"`` (plain torch ops).
     """
 
     num_batches_tracked: Tensor
 
     def __init__(self, num_features: int, num_components: int = 3, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, em_iters: int = 1,
-                 seed_iters: int = 10, detach_posteriors: bool = True, fused: bool = True,
+                 seed_iters: int = 10, detach_posteriors: bool = True, kernels: str = "auto",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         self.num_features = _check_positive_int("num_features", num_features)
@@ -73,12 +78,15 @@ class MixtureNorm2d(nn.Module):
             raise ValueError(f"eps must be positive, got {eps!r}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        if kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}; "
+                             f"got {kernels!r}")
         self.seed_iters = seed_iters
         self.eps = float(eps)
         self.momentum = momentum
         self.affine = affine
         self.detach_posteriors = detach_posteriors
-        self.fused = fused
+        self.kernels = kernels
         factory = {"device": device, "dtype": dtype}
         k, c = num_components, num_features
         if affine:
@@ -119,7 +127,7 @@ class MixtureNorm2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.num_features}, num_components={self.num_components}, eps={self.eps}, "
                 f"momentum={self.momentum}, affine={self.affine}, em_iters={self.em_iters}"
-                + ("" if self.fused else ", fused=False"))
+                + ("" if self.kernels == "auto" else f", kernels={self.kernels!r}"))
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
@@ -145,11 +153,19 @@ class MixtureNorm2d(nn.Module):
 
     def _train(self, x: Tensor) -> Tensor:
         start = self._warm_start(x) if self.num_components > 1 else None
-        args = (x, self.weight, self.bias, None, start, self.em_iters, self.eps, self.eps)
+        return self._fit_and_normalize(x, start)
+
+    def _fit_and_normalize(self, x: Tensor, start: Mixture | None,
+                           sync: Collectives | None = None, shift: Tensor | None = None
+                           ) -> Tensor:
+        """EM from ``start``, normalize, update the running and warm-start mixtures."""
+        em = EMSettings(self.em_iters, self.eps, self.eps)
+        args = (x, self.weight, self.bias, None, start, em)
         if self.detach_posteriors:
-            y, *stats = MixtureNormFunction.apply(*args, self.fused)
+            kernels = select_kernels(self.kernels, x)
+            y, *stats = MixtureNormFunction.apply(*args, kernels, sync, shift)
         else:
-            y, *stats = mixture_norm_autograd(*args, detach_posteriors=False)
+            y, *stats = mixture_norm_autograd(*args, False, sync, shift)
         weight, mean, var, mass = stats
         self._update(x, BatchStats(mass, weight, mean, var))
         return y

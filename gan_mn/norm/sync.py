@@ -20,13 +20,13 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
-from gan_mn.norm.functional import _backward, _forward
-from gan_mn.norm.gmm import BatchStats, Mixture, SampleView
+from gan_mn.norm.gmm import Mixture
 from gan_mn.norm.mixture import MixtureNorm2d
 
 
 class _Group:
-    """Collectives over one process group (``None``: the default, WORLD)."""
+    """The :class:`~gan_mn.norm.functional.Collectives` of one process group
+    (``None``: the default, WORLD)."""
 
     def __init__(self, group: Any) -> None:
         self.group = group
@@ -58,39 +58,12 @@ class _Group:
             offset += t.numel()
 
 
-class _SyncFunction(torch.autograd.Function):
-    """``MixtureNormFunction``'s eager path with the sums taken over the group."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
-                start: Mixture | None, em_iters: int, eps: float, group: _Group,
-                shift: Tensor) -> tuple[Tensor, ...]:
-        w, b = (None if t is None else t.detach() for t in (weight, bias))
-        res = _forward(x.detach(), w, b, None, start, em_iters, eps, eps, True,
-                       decomposed=False, sync=group.sum_moments, shift=shift)
-        s = res.stats
-        ctx.save_for_backward(res.z, res.a, s.mass, s.weight, s.mean, res.inv_std, weight)
-        ctx.layout = (x.shape, SampleView.is_channels_last(x))
-        ctx.group = group
-        ctx.affine = (weight is not None, bias is not None)
-        outputs = (res.out, s.weight, s.mean + res.shift, s.var, s.mass)
-        ctx.mark_non_differentiable(*outputs[1:])
-        return outputs
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
-        *saved, weight = ctx.saved_tensors
-        with torch.autocast(grad_out.device.type, enabled=False):
-            dx, gw, gb = _backward(grad_out, *saved, None if weight is None else weight.detach(),
-                                   *ctx.layout, decomposed=False, sync=ctx.group.sum_tables)
-        return (dx, gw if ctx.affine[0] else None, gb if ctx.affine[1] else None,
-                None, None, None, None, None)
-
-
 class SyncMixtureNorm2d(MixtureNorm2d):
     """``MixtureNorm2d`` whose training statistics cover the whole batch of a process
     group (DDP), as ``nn.SyncBatchNorm`` does for BN. Same arguments, plus
-    ``process_group``; runs the eager kernels (``fused`` is ignored while synchronizing).
+    ``process_group``. The same autograd Function as one process, given the group's
+    collectives: Inductor kernels run eagerly while synchronizing (compiled code cannot
+    call collectives); Triton kernels all-reduce between their passes.
     """
 
     def __init__(self, *args: Any, process_group: Any = None, **kwargs: Any) -> None:
@@ -116,13 +89,7 @@ class SyncMixtureNorm2d(MixtureNorm2d):
             shift = (start.weight.unsqueeze(1) * start.mean).sum(0).detach()
         else:  # BN: the first rank's first sample, as one process would
             shift = self._first_sample(x, group)
-        args = (x, self.weight, self.bias, start, self.em_iters, self.eps)
-        if self.detach_posteriors:
-            y, *stats = _SyncFunction.apply(*args, group, shift)
-        else:
-            y, *stats = _autograd_synced(*args, group, shift)
-        weight, mean, var, mass = stats
-        self._update(x, BatchStats(mass, weight, mean, var))
+        y = self._fit_and_normalize(x, start, group, shift)
         if self.num_components > 1:  # a re-seeded component must be the same everywhere
             with torch.no_grad():
                 group.broadcast(self.em_weight, self.em_mean, self.em_var)
@@ -178,16 +145,6 @@ def _copy_into(new: nn.Module, old: nn.Module) -> Any:
     new._buffers = dict(old._buffers)
     new._modules = dict(old._modules)
     return new
-
-
-def _autograd_synced(x: Tensor, weight: Tensor | None, bias: Tensor | None,
-                     start: Mixture | None, em_iters: int, eps: float, group: _Group,
-                     shift: Tensor | None) -> tuple[Tensor, ...]:
-    """Posteriors not detached: autograd through EM, with differentiable all-reduces."""
-    res = _forward(x, weight, bias, None, start, em_iters, eps, eps, False,
-                   decomposed=False, sync=group.sum_moments, shift=shift)
-    s = res.stats
-    return (res.out, *(t.detach() for t in (s.weight, s.mean + res.shift, s.var, s.mass)))
 
 
 __all__ = ["SyncMixtureNorm2d", "revert_sync"]

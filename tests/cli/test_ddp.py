@@ -20,7 +20,7 @@ def test_two_process_fit_syncs_mn_logs_metrics_once_and_loads_in_one(tmp_path: P
            "--trainer.strategy", "ddp", "--trainer.devices", "2",
            "--trainer.accelerator", "cpu", "--trainer.max_steps", "6",
            "--trainer.log_every_n_steps", "1", "--output_dir", str(tmp_path / "runs"),
-           "--model.norm_kwargs", '{"mn": {"fused": false}}',
+           "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}',
            "--trainer.callbacks+=tests.callbacks.RecordNorms",
            "--trainer.callbacks.init_args.path", str(tmp_path / "norms"),
            "--metrics.every_n_steps", "3", "--metrics.num_samples", "20",

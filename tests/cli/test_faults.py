@@ -27,7 +27,7 @@ STEPS = 24
 ARGS = ["--data.dataset", "imagefolder", "--data.batch_size", "8",
         "--trainer.max_steps", str(STEPS), "--trainer.deterministic", "true",
         "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "4",
-        "--model.sample_every_n_steps", "0", "--model.norm_kwargs", '{"mn": {"fused": false}}',
+        "--model.sample_every_n_steps", "0", "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}',
         "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
         "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false"]

@@ -24,7 +24,7 @@ METRICS = ("isc", "fid", "kid", "prc")
 def setup() -> tuple[Generator, UInt8Images, Protocol]:
     load_plugin(TINY_EXTRACTOR)
     torch.manual_seed(0)
-    generator = Generator(8, (16, 8, 4), norm="mn", norm_kwargs={"mn": {"fused": False}})
+    generator = Generator(8, (16, 8, 4), norm="mn", norm_kwargs={"mn": {"kernels": "eager"}})
     generator(generator.sample_latent(16))  # seed MN's mixture, fill running statistics
     images = torch.from_numpy(smooth_images(120, seed=3)).permute(0, 3, 1, 2).contiguous()
     # 7 batches of 16 (the last one 4): the ranks get 4 and 3 of them

@@ -15,10 +15,11 @@ TOL = {"atol": 1e-5, "rtol": 1e-5}
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("affine", [True, False])
-@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("kernels", ["inductor", "eager", "triton"])
 def test_single_component_is_batchnorm(memory_format: torch.memory_format,
-                                       momentum: float | None, affine: bool, fused: bool) -> None:
-    mn = MixtureNorm2d(6, num_components=1, momentum=momentum, affine=affine, fused=fused)
+                                       momentum: float | None, affine: bool, kernels: str
+                                       ) -> None:
+    mn = MixtureNorm2d(6, num_components=1, momentum=momentum, affine=affine, kernels=kernels)
     bn = nn.BatchNorm2d(6, momentum=momentum, affine=affine)
     if affine:  # non-trivial affine parameters, identical in both
         with torch.no_grad():

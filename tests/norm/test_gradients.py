@@ -7,8 +7,9 @@ import torch
 from torch.autograd import gradcheck
 
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.norm.functional import MixtureNormFunction, mixture_norm_autograd
+from gan_mn.norm.functional import EMSettings, MixtureNormFunction, mixture_norm_autograd
 from gan_mn.norm.gmm import Mixture
+from gan_mn.norm.kernels import EAGER
 
 FORMATS = [torch.contiguous_format, torch.channels_last]
 
@@ -45,7 +46,7 @@ def test_gradcheck_with_fixed_posteriors(memory_format: torch.memory_format, k: 
     def fn(*inputs: torch.Tensor) -> torch.Tensor:
         x_, *wb = inputs
         w, b = wb if affine else (None, None)
-        return MixtureNormFunction.apply(x_, w, b, tau, None, 1, 1e-5, 1e-5)[0]
+        return MixtureNormFunction.apply(x_, w, b, tau, None, EMSettings(1), EAGER)[0]
 
     inputs = (x, weight, bias) if affine else (x,)
     assert gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
@@ -62,8 +63,8 @@ def test_analytic_backward_matches_autograd(memory_format: torch.memory_format) 
     for fn in (MixtureNormFunction.apply, mixture_norm_autograd):
         leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
         leaves[0] = leaves[0].contiguous(memory_format=memory_format).detach().requires_grad_()
-        extra = (True,) if fn is mixture_norm_autograd else ()
-        y, *stats = fn(leaves[0], leaves[1], leaves[2], None, start, 2, 1e-5, 1e-5, *extra)
+        extra = True if fn is mixture_norm_autograd else EAGER
+        y, *stats = fn(leaves[0], leaves[1], leaves[2], None, start, EMSettings(2), extra)
         y.backward(grad)
         results.append((y, *stats, *(t.grad for t in leaves)))
     for fused, reference in zip(*results, strict=True):
@@ -79,7 +80,7 @@ def test_gradcheck_through_the_posteriors() -> None:
                     torch.rand(2, 4, dtype=torch.float64) + 1.0)
 
     def fn(x_: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return mixture_norm_autograd(x_, w, b, None, start, 2, 1e-5, 1e-5,
+        return mixture_norm_autograd(x_, w, b, None, start, EMSettings(2),
                                      detach_posteriors=False)[0]
 
     assert gradcheck(fn, (x, weight, bias), eps=1e-6, atol=1e-5)

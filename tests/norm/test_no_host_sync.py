@@ -10,13 +10,14 @@ from gan_mn.norm import MixtureNorm2d
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
-@pytest.mark.parametrize("fused", [False, True])
+# Triton's CPU interpreter copies every argument to NumPy, so only CUDA can check it.
+@pytest.mark.parametrize("kernels", ["eager", "inductor"])
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_training_step_has_no_host_reads(monkeypatch: pytest.MonkeyPatch, fused: bool,
+def test_training_step_has_no_host_reads(monkeypatch: pytest.MonkeyPatch, kernels: str,
                                          momentum: float | None) -> None:
-    mn = MixtureNorm2d(8, num_components=3, momentum=momentum, fused=fused)
+    mn = MixtureNorm2d(8, num_components=3, momentum=momentum, kernels=kernels)
     x = torch.randn(4, 8, 5, 5)
-    mn(x.requires_grad_()).sum().backward()  # seeds the mixture, compiles if fused
+    mn(x.requires_grad_()).sum().backward()  # seeds the mixture, compiles (inductor)
 
     def forbidden(self: torch.Tensor, *args: object, **kwargs: object) -> None:
         raise AssertionError("host read of a tensor in the training step")

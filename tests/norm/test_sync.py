@@ -32,7 +32,7 @@ def make_case(name: str) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     centres = torch.tensor([[-4.0, 0, 1, 2], [0.0, 4, -1, 0], [4.0, -3, 0, 1]])
     x, _ = clustered(8, centres, torch.tensor([0.5, 1.0, 0.7]), [0.5, 0.3, 0.2],
                      generator=gen)
-    layer = MixtureNorm2d(4, num_components=k, detach_posteriors=detach, fused=False)
+    layer = MixtureNorm2d(4, num_components=k, detach_posteriors=detach, kernels="eager")
     with torch.no_grad():
         layer.weight.uniform_(0.5, 1.5, generator=gen)
         layer.bias.uniform_(-0.5, 0.5, generator=gen)
@@ -55,7 +55,7 @@ def run(layer: nn.Module, x: torch.Tensor, g: torch.Tensor) -> dict[str, torch.T
 def single(name: str) -> dict[str, torch.Tensor]:
     state, x, g = make_case(name)
     k, detach, *_ = CASES[name]
-    layer = MixtureNorm2d(4, num_components=k, detach_posteriors=detach, fused=False)
+    layer = MixtureNorm2d(4, num_components=k, detach_posteriors=detach, kernels="eager")
     layer.load_state_dict(state)
     torch.manual_seed(0)
     return run(layer, x, g)
@@ -68,7 +68,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     for name in CASES:
         state, x, g = make_case(name)
         k, detach, *_ = CASES[name]
-        layer = SyncMixtureNorm2d(4, num_components=k, detach_posteriors=detach, fused=False)
+        layer = SyncMixtureNorm2d(4, num_components=k, detach_posteriors=detach, kernels="eager")
         layer.load_state_dict(state)
         torch.manual_seed(0)  # the first rank's k-means++ draw is the single process's
         half = slice(4 * rank, 4 * rank + 4)
@@ -136,7 +136,7 @@ def test_convert_and_revert_keep_parameters_and_buffers() -> None:
 
 def test_without_a_process_group_it_is_mixture_norm() -> None:
     state, x, g = make_case("k3")
-    layer = SyncMixtureNorm2d(4, fused=False)
+    layer = SyncMixtureNorm2d(4, kernels="eager")
     layer.load_state_dict(state)
     torch.manual_seed(0)
     ours = run(layer, x, g)

@@ -1,0 +1,294 @@
+"""Hand-written Triton kernels for Mixture Normalization's training forward and backward.
+
+Six launches per forward + backward (with the default single EM iteration):
+
+- forward: :func:`mn_stats` (posteriors from the warm-start mixture, per-block
+  moments), :func:`mn_finalize` (combine the blocks: the M-step), :func:`mn_output`
+  (posteriors again, normalised output, and ``a = tau / sqrt(lambda)`` for backward);
+- backward: :func:`mn_grad_reduce` (per-block ``sum a dy`` and ``sum a dy z``),
+  :func:`mn_grad_tables` (combine, weight/bias gradients, three ``(K, C)`` tables),
+  :func:`mn_grad_input` (``dx``).
+
+Partial sums per block of samples, combined in a fixed order, instead of atomics:
+results are deterministic. Activations are addressed as ``M = N*H*W`` samples of ``C``
+channels through the strides of ``(N, C, H*W)``, so NCHW and channels-last inputs are
+read in place. Mixture means in and out are in the coordinates of ``x``; inside, samples
+are shifted by a per-channel constant ``c`` and each component's moments are centred on
+its E-step mean, as in the other kernels (see :mod:`gan_mn.norm.functional`).
+Statistics are float32.
+
+Imported only where the Triton kernels are used; ``TRITON_INTERPRET=1`` (set before
+this module is imported) runs them on CPU tensors, which is how the tests check them.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+TINY: tl.constexpr = tl.constexpr(1e-12)  # as gan_mn.norm.gmm.TINY
+
+# MODE of the posteriors: one component of ones (BN), an E-step, or given in memory.
+ONES, ESTEP, GIVEN = 0, 1, 2
+
+
+@triton.jit
+def _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok, L, s_n, s_c, s_l, s_shift):
+    """``z = x - c`` for a ``[BLOCK_M, BLOCK_C]`` tile (zeros outside the tensor), ``c``
+    (read with stride ``s_shift``: it may be a column of ``x`` itself), the offsets
+    and the mask."""
+    offs = ((rows // L).to(tl.int64) * s_n + (rows % L).to(tl.int64) * s_l)[:, None] \
+        + cs.to(tl.int64)[None, :] * s_c
+    mask = row_ok[:, None] & c_ok[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    c = tl.load(shift_ptr + cs * s_shift, mask=c_ok, other=0.0).to(tl.float32)
+    return tl.where(mask, x - c[None, :], 0.0), c, offs, mask
+
+
+@triton.jit
+def _table(ptr, ks, k_ok, cs, c_ok, C, other):
+    """A ``(K, C)`` table's ``[KP, BLOCK_C]`` tile."""
+    return tl.load(ptr + ks[:, None] * C + cs[None, :], mask=k_ok[:, None] & c_ok[None, :],
+                   other=other)
+
+
+@triton.jit
+def _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, rows, row_ok,
+                C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+                K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``tau`` ``[BLOCK_M, KP]`` of a block of samples (zero outside): all ones
+    (MODE 0, one component), the E-step of mixture ``w, mean, var`` (1), or loaded (2)."""
+    ks = tl.arange(0, KP)
+    k_ok = ks < K
+    valid = row_ok[:, None] & k_ok[None, :]
+    if MODE == 0:
+        tau = tl.where(valid, 1.0, 0.0)
+    elif MODE == 2:
+        offs = (rows // L)[:, None] * t_n + ks[None, :] * t_k + (rows % L)[:, None] * t_l
+        tau = tl.load(tau_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    else:
+        dist = tl.zeros([BLOCK_M, KP], dtype=tl.float32)
+        logdet = tl.zeros([KP], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            cs = c0 + tl.arange(0, BLOCK_C)
+            c_ok = cs < C
+            z, c, _, _ = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
+                                  L, s_n, s_c, s_l, s_shift)
+            tmask = k_ok[:, None] & c_ok[None, :]
+            mean = tl.where(tmask, _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :],
+                            0.0)
+            var = tl.maximum(_table(var_ptr, ks, k_ok, cs, c_ok, C, 1.0), var_floor)
+            var = tl.where(tmask, var, 1.0)
+            d = z[:, None, :] - mean[None, :, :]
+            dist += tl.sum(d * d / var[None, :, :], axis=2)
+            logdet += tl.sum(tl.log(var), axis=1)
+        w = tl.load(w_ptr + ks, mask=k_ok, other=1.0)
+        loglik = -0.5 * dist + (tl.log(tl.maximum(w, TINY)) - 0.5 * logdet)[None, :]
+        loglik = tl.where(k_ok[None, :], loglik, float("-inf"))
+        e = tl.exp(loglik - tl.max(loglik, axis=1)[:, None])
+        tau = tl.where(valid, e / tl.sum(e, axis=1)[:, None], 0.0)
+    return tau
+
+
+@triton.jit
+def mn_stats(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
+             mass_part, s1_part, s2_part,
+             M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+             K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr,
+             BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One block of samples: its posteriors and its moments ``sum tau``,
+    ``sum tau (z - d)`` and ``sum tau (z - d)^2`` (``d``: the E-step means, shifted, or
+    0), written to row ``program_id`` of the partial-sum tables."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    ks = tl.arange(0, KP)
+    k_ok = ks < K
+    tau = _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, rows, row_ok,
+                      C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+                      K, KP, MODE, BLOCK_M, BLOCK_C)
+    tl.store(mass_part + pid * K + ks, tl.sum(tau, axis=0), mask=k_ok)
+    for c0 in range(0, C, BLOCK_C):
+        cs = c0 + tl.arange(0, BLOCK_C)
+        c_ok = cs < C
+        z, c, _, _ = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
+                              L, s_n, s_c, s_l, s_shift)
+        tmask = k_ok[:, None] & c_ok[None, :]
+        if MODE == 1:
+            centre = tl.where(tmask, _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :],
+                              0.0)
+        else:
+            centre = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
+        d = z[:, None, :] - centre[None, :, :]
+        td = tau[:, :, None] * d
+        offs = pid * K * C + ks[:, None] * C + cs[None, :]
+        tl.store(s1_part + offs, tl.sum(td, axis=0), mask=tmask)
+        tl.store(s2_part + offs, tl.sum(td * d, axis=0), mask=tmask)
+
+
+@triton.jit
+def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr,
+                mass_out, weight_out, mean_out, var_out, rstd_out,
+                B, C, s_shift, count, eps,
+                K: tl.constexpr, KP: tl.constexpr, HAS_CENTRE: tl.constexpr,
+                BLOCK_C: tl.constexpr):
+    """The M-step from ``B`` blocks' moments, for one block of channels: weights, means
+    (``x``'s coordinates), biased variances and ``(v + eps)^-1/2``. The moments were
+    centred on ``centre`` (``x``'s coordinates) if given, else on ``c``."""
+    pid = tl.program_id(0)
+    cs = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = cs < C
+    ks = tl.arange(0, KP)
+    k_ok = ks < K
+    mask = k_ok[:, None] & c_ok[None, :]
+    mass = tl.zeros([KP], dtype=tl.float32)
+    s1 = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
+    s2 = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
+    for b in range(0, B):
+        mass += tl.load(mass_part + b * K + ks, mask=k_ok, other=0.0)
+        s1 += _table(s1_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
+        s2 += _table(s2_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
+    denom = tl.maximum(mass, TINY)[:, None]
+    offset = s1 / denom
+    var = tl.maximum(s2 / denom - offset * offset, 0.0)
+    if HAS_CENTRE:
+        mean = _table(centre_ptr, ks, k_ok, cs, c_ok, C, 0.0) + offset
+    else:
+        mean = tl.load(shift_ptr + cs * s_shift, mask=c_ok, other=0.0)[None, :] + offset
+    offs = ks[:, None] * C + cs[None, :]
+    tl.store(mean_out + offs, mean, mask=mask)
+    tl.store(var_out + offs, var, mask=mask)
+    tl.store(rstd_out + offs, 1.0 / tl.sqrt(var + eps), mask=mask)
+    if pid == 0:
+        tl.store(mass_out + ks, mass, mask=k_ok)
+        tl.store(weight_out + ks, mass / count, mask=k_ok)
+
+
+@triton.jit
+def mn_output(x_ptr, shift_ptr, tau_ptr, ew_ptr, emean_ptr, evar_ptr,
+              lam_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, y_ptr, a_ptr,
+              M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+              K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr,
+              HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, SAVE_A: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``y = sum_k a_k (x - m_k) r_k gamma + beta`` for a block of samples, with the
+    posteriors recomputed from the E-step mixture (``e*``) rather than stored; ``y``
+    has the strides of ``x``. Also writes ``a`` ``(M, K)`` for the backward."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    ks = tl.arange(0, KP)
+    k_ok = ks < K
+    tau = _posteriors(x_ptr, shift_ptr, tau_ptr, ew_ptr, emean_ptr, evar_ptr, rows, row_ok,
+                      C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+                      K, KP, MODE, BLOCK_M, BLOCK_C)
+    lam = tl.load(lam_ptr + ks, mask=k_ok, other=1.0)
+    a = tau / tl.sqrt(tl.maximum(lam, TINY))[None, :]
+    if SAVE_A:
+        tl.store(a_ptr + rows[:, None] * K + ks[None, :], a,
+                 mask=row_ok[:, None] & k_ok[None, :])
+    for c0 in range(0, C, BLOCK_C):
+        cs = c0 + tl.arange(0, BLOCK_C)
+        c_ok = cs < C
+        z, c, offs, mask = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
+                                    L, s_n, s_c, s_l, s_shift)
+        scale = _table(rstd_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+        if HAS_GAMMA:
+            scale = scale * tl.load(gamma_ptr + cs, mask=c_ok, other=0.0)[None, :]
+        mean = _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :]
+        t = (z[:, None, :] - mean[None, :, :]) * scale[None, :, :]
+        y = tl.sum(a[:, :, None] * t, axis=1)
+        if HAS_BETA:
+            y += tl.load(beta_ptr + cs, mask=c_ok, other=0.0)[None, :]
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def mn_grad_reduce(dy_ptr, x_ptr, shift_ptr, a_ptr, p_part, u_part,
+                   M, C, L, s_n, s_c, s_l, s_shift,
+                   K: tl.constexpr, KP: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per block of samples: ``sum_i a_ik dy_i`` and ``sum_i a_ik dy_i z_i``
+    (``dy`` has the strides of ``x``)."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    ks = tl.arange(0, KP)
+    k_ok = ks < K
+    a = tl.load(a_ptr + rows[:, None] * K + ks[None, :],
+                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+    for c0 in range(0, C, BLOCK_C):
+        cs = c0 + tl.arange(0, BLOCK_C)
+        c_ok = cs < C
+        z, _, offs, mask = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
+                                    L, s_n, s_c, s_l, s_shift)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        ad = a[:, :, None] * dy[:, None, :]
+        out = pid * K * C + ks[:, None] * C + cs[None, :]
+        tmask = k_ok[:, None] & c_ok[None, :]
+        tl.store(p_part + out, tl.sum(ad, axis=0), mask=tmask)
+        tl.store(u_part + out, tl.sum(ad * z[:, None, :], axis=0), mask=tmask)
+
+
+@triton.jit
+def mn_grad_tables(p_part, u_part, shift_ptr, mass_ptr, lam_ptr, mean_ptr, rstd_ptr,
+                   gamma_ptr, t0_out, t1_out, t2_out, gw_out, gb_out, B, C, s_shift,
+                   K: tl.constexpr, KP: tl.constexpr, HAS_GAMMA: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
+    """Combine the blocks' sums; weight and bias gradients; the tables of
+    ``dx_i = sum_k a_ik (T0_k + z_i T1_k + dy_i T2_k)`` (the closed form of
+    :func:`gan_mn.norm.functional.dx_tables`)."""
+    pid = tl.program_id(0)
+    cs = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = cs < C
+    ks = tl.arange(0, KP)
+    k_ok = ks < K
+    mask = k_ok[:, None] & c_ok[None, :]
+    p = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
+    u = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
+    for b in range(0, B):
+        p += _table(p_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
+        u += _table(u_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
+    c = tl.load(shift_ptr + cs * s_shift, mask=c_ok, other=0.0)
+    mean = tl.where(mask, _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :], 0.0)
+    r = _table(rstd_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    centred = u - mean * p
+    root_lam = tl.sqrt(tl.maximum(tl.load(lam_ptr + ks, mask=k_ok, other=0.0), TINY))
+    tl.store(gw_out + cs, tl.sum(r * centred, axis=0), mask=c_ok)
+    tl.store(gb_out + cs, tl.sum(root_lam[:, None] * p, axis=0), mask=c_ok)
+    if HAS_GAMMA:
+        gamma = tl.load(gamma_ptr + cs, mask=c_ok, other=0.0)[None, :]
+    else:
+        gamma = tl.full([1, BLOCK_C], 1.0, tl.float32)
+    s = (root_lam / tl.maximum(tl.load(mass_ptr + ks, mask=k_ok, other=1.0), TINY))[:, None]
+    qg = r * gamma * centred
+    offs = ks[:, None] * C + cs[None, :]
+    tl.store(t0_out + offs, s * r * (r * qg * mean - gamma * p), mask=mask)
+    tl.store(t1_out + offs, -s * r * r * qg, mask=mask)
+    tl.store(t2_out + offs, r * gamma, mask=mask)
+
+
+@triton.jit
+def mn_grad_input(dy_ptr, x_ptr, shift_ptr, a_ptr, t0_ptr, t1_ptr, t2_ptr, dx_ptr,
+                  M, C, L, s_n, s_c, s_l, s_shift,
+                  K: tl.constexpr, KP: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``dx`` for a ``[BLOCK_M, BLOCK_C]`` tile (``dy`` and ``dx`` have the strides of ``x``)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = cs < C
+    ks = tl.arange(0, KP)
+    k_ok = ks < K
+    a = tl.load(a_ptr + rows[:, None] * K + ks[None, :],
+                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+    z, _, offs, mask = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
+                                L, s_n, s_c, s_l, s_shift)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    t0 = _table(t0_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    t1 = _table(t1_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    t2 = _table(t2_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    terms = t0[None, :, :] + z[:, None, :] * t1[None, :, :] + dy[:, None, :] * t2[None, :, :]
+    dx = tl.sum(a[:, :, None] * terms, axis=1)
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)

@@ -1,0 +1,236 @@
+"""Every kernel set (Inductor, Triton under its CPU interpreter) computes what the eager
+path computes: outputs, batch statistics and gradients, in both memory layouts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gan_mn.norm import MixtureNorm2d
+from gan_mn.norm.functional import EMSettings, Kernels, MixtureNormFunction
+from gan_mn.norm.gmm import Mixture
+from gan_mn.norm.kernels import EAGER, INDUCTOR, TritonKernels
+
+FORMATS = [torch.contiguous_format, torch.channels_last]
+# Small blocks: several sample blocks and channel chunks even on tiny inputs.
+TRITON = TritonKernels(block_m=16, block_c=4)
+
+
+@pytest.fixture
+def interpret() -> None:
+    """Triton kernels on CPU tensors need Triton's interpreter (tests/conftest.py)."""
+    if not torch.cuda.is_available():
+        assert os.environ.get("TRITON_INTERPRET") == "1"
+
+
+class IdentitySync:
+    """The collectives of a group of one process: sums change nothing."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def sum_moments(self, mass: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor,
+                    count: float) -> tuple[torch.Tensor, ...]:
+        self.calls += 1
+        return mass, s1, s2, torch.tensor(count)
+
+    def sum_tables(self, p: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.calls += 1
+        return p, q
+
+
+def _run(kernels: Kernels, x: torch.Tensor, tau: torch.Tensor | None, start: Mixture | None,
+         affine: tuple[torch.Tensor, torch.Tensor] | None, sync: IdentitySync | None = None
+         ) -> list[torch.Tensor]:
+    leaves = [x.detach().clone().requires_grad_()]  # clone keeps the memory format
+    leaves += [t.detach().clone().requires_grad_() for t in affine or ()]
+    w, b = leaves[1:] if affine else (None, None)
+    y, *stats = MixtureNormFunction.apply(leaves[0], w, b, tau, start, EMSettings(2), kernels,
+                                          sync)
+    y.backward(torch.cos(y.detach()))
+    return [y, *stats, *(t.grad for t in leaves)]
+
+
+def _cases(memory_format: torch.memory_format):
+    x = (torch.randn(6, 8, 5, 5).relu() * 2 + 1).contiguous(memory_format=memory_format)
+    tau = torch.softmax(torch.randn(6, 3, 25) * 3, 1)
+    if memory_format == torch.channels_last:
+        tau = tau.transpose(1, 2).contiguous()
+    start = Mixture(torch.tensor([0.3, 0.3, 0.4]), torch.rand(3, 8) * 2, torch.rand(3, 8) + 1)
+    affine = (torch.rand(8) + 0.5, torch.randn(8))
+    # given posteriors, EM from a warm start, one component (BN), no affine parameters
+    return x, [(tau, None, affine), (None, start, affine), (None, None, affine),
+               (None, start, None)]
+
+
+def _assert_same(results: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
+    assert len(results) == len(expected)
+    for a, b in zip(results, expected, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("memory_format", FORMATS)
+def test_inductor_matches_eager(memory_format: torch.memory_format) -> None:
+    x, cases = _cases(memory_format)
+    for tau, start, affine in cases[:2]:
+        fused = _run(INDUCTOR, x, tau, start, affine)
+        assert fused[0].is_contiguous(memory_format=memory_format)
+        _assert_same(fused, _run(EAGER, x, tau, start, affine))
+
+
+@pytest.mark.parametrize("memory_format", FORMATS)
+def test_triton_matches_eager(interpret: None, memory_format: torch.memory_format) -> None:
+    x, cases = _cases(memory_format)
+    for tau, start, affine in cases:
+        results = _run(TRITON, x, tau, start, affine)
+        assert results[0].is_contiguous(memory_format=memory_format)
+        _assert_same(results, _run(EAGER, x, tau, start, affine))
+
+
+def test_triton_through_collectives_matches_eager(interpret: None) -> None:
+    """The DDP branch (sums combined in torch around the all-reduces), group of one."""
+    x, cases = _cases(torch.contiguous_format)
+    for tau, start, affine in cases[1:3]:
+        sync = IdentitySync()
+        _assert_same(_run(TRITON, x, tau, start, affine, sync),
+                     _run(EAGER, x, tau, start, affine))
+        # one all-reduce of moments per EM iteration (2, or 1 without a mixture) + 1 backward
+        assert sync.calls == (2 if start is not None else 1) + 1
+
+
+@pytest.mark.parametrize("kernels", [EAGER, INDUCTOR, TRITON])
+def test_backward_skips_gradients_nobody_needs(interpret: None, kernels: Kernels,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the weight requires grad: x's and the bias's gradients are not computed."""
+    x = torch.randn(4, 8, 3, 3)
+    b = torch.randn(8)
+    w = (torch.rand(8) + 0.5).requires_grad_()
+    start = Mixture(torch.tensor([0.5, 0.5]), torch.randn(2, 8), torch.rand(2, 8) + 1)
+    returned = []
+    original = type(kernels).backward
+
+    def spy(self: Kernels, *args: object, **kwargs: object) -> tuple:
+        returned.append(original(self, *args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(type(kernels), "backward", spy)
+    MixtureNormFunction.apply(x, w, b, None, start, EMSettings(), kernels)[0].sum().backward()
+    dx, gw, gb = returned[0]
+    assert dx is None and gb is None
+    assert gw is not None and torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize("kernels", ["inductor", "triton"])
+def test_layer_trains_like_the_eager_one(interpret: None, kernels: str) -> None:
+    eager, other = MixtureNorm2d(8, kernels="eager"), MixtureNorm2d(8, kernels=kernels)
+    other.load_state_dict(eager.state_dict())
+    # Separated clusters: posteriors far from any boundary, so both paths agree.
+    centres = torch.randn(3, 8) * 10
+    for step in range(3):
+        labels = torch.randint(3, (4 * 9,))
+        x = (centres[labels] + torch.randn(36, 8)).reshape(4, 3, 3, 8).permute(0, 3, 1, 2)
+        outs = []
+        for layer in (eager, other):
+            torch.manual_seed(step)
+            outs.append(layer(x.contiguous()))
+        torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)
+    for name, buf in other.state_dict().items():
+        torch.testing.assert_close(buf, eager.state_dict()[name], atol=1e-4, rtol=1e-4)
+
+
+def test_triton_layer_under_bf16_autocast(interpret: None) -> None:
+    """Statistics in float32 under autocast, output in the input's dtype, as eager."""
+    x = torch.randn(4, 8, 3, 3).bfloat16()
+    outs, grads = [], []
+    for kernels in ("eager", "triton"):
+        torch.manual_seed(0)
+        layer = MixtureNorm2d(8, kernels=kernels)
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(leaf)
+        assert y.dtype == torch.bfloat16
+        y.float().square().sum().backward()
+        outs.append(y)
+        grads.append(leaf.grad)
+    torch.testing.assert_close(outs[1], outs[0], atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(grads[1], grads[0], atol=5e-2, rtol=5e-2)
+
+
+def test_unknown_kernels_are_refused() -> None:
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        MixtureNorm2d(4, kernels="cuda")
+
+
+def test_triton_on_cpu_without_the_interpreter_is_refused(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="needs CUDA tensors"):
+        MixtureNorm2d(4, kernels="triton")(torch.randn(2, 4, 2, 2))
+
+
+FALLBACK_SCRIPT = """
+import warnings
+import torch
+import torch._inductor.config as inductor_config
+inductor_config.cpp.cxx = ("/nonexistent/c++",)  # a machine without a C++ compiler
+from gan_mn.norm import MixtureNorm2d
+fused, eager = MixtureNorm2d(4), MixtureNorm2d(4, kernels="eager")
+x = torch.randn(4, 4, 3, 3)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    torch.manual_seed(1)
+    xf = x.clone().requires_grad_()
+    yf = fused(xf)
+    yf.sum().backward()
+torch.manual_seed(1)
+xe = x.clone().requires_grad_()
+ye = eager(xe)
+ye.sum().backward()
+torch.testing.assert_close(yf, ye)
+torch.testing.assert_close(xf.grad, xe.grad)
+messages = [str(w.message) for w in caught if "fused kernels unavailable" in str(w.message)]
+assert len(messages) == 1, messages
+print("fell back:", messages[0])
+"""
+
+
+def test_without_a_compiler_fused_falls_back_to_eager(tmp_path) -> None:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "No working C++ compiler" in done.stdout
+
+
+def test_layer_inside_a_compiled_model() -> None:
+    """torch.compile of a whole model containing MN, seeding included, then the same
+    steps as an eager copy of it (compiled code draws its own random numbers, so the
+    copy starts from the compiled model's state after the first step)."""
+    def build() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), MixtureNorm2d(8),
+                                   torch.nn.ReLU(inplace=True), torch.nn.Conv2d(8, 8, 1),
+                                   MixtureNorm2d(8), torch.nn.Tanh())
+
+    model, reference = build(), build()
+    compiled = torch.compile(model)
+    compiled(torch.randn(4, 3, 6, 6)).square().mean().backward()
+    reference.load_state_dict(model.state_dict())
+    model.zero_grad()
+    for _ in range(2):
+        x = torch.randn(4, 3, 6, 6)
+        outs = []
+        for net in (compiled, reference):
+            y = net(x)
+            y.square().mean().backward()
+            outs.append(y)
+        torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
+    for name, buf in model.state_dict().items():
+        torch.testing.assert_close(buf, reference.state_dict()[name], atol=1e-4, rtol=1e-4)
