@@ -4,8 +4,9 @@ Run:  python benchmarks/norm_overhead.py [--device cuda] [--memory-format channe
 
 Times, in one process and interleaved round by round (so drift hits both alike):
 1. one whole DCGAN training step (D step on real + fake, then G step; Adam,
-   batch 64, non-saturating BCE loss) with every norm layer BN, then MN
-   (its defaults: K=3, fused kernels), then MN's eager path (``fused=False``);
+   batch 64, non-saturating BCE loss) with every norm layer BN, then MN (K=3)
+   with each of its kernel sets: Inductor, eager torch ops, and on CUDA the
+   hand-written Triton kernels (what ``kernels="auto"`` picks there);
 2. each norm layer alone, forward + backward, at the DCGAN's norm shapes.
 Prints medians and the ratios to BN; warm-up calls absorb MN's one-off
 compilation. Inputs are random tensors: no layer's cost depends on the values.
@@ -41,10 +42,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def variants(num_components: int) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The norm layers compared: BN, MN with its defaults, MN's eager path."""
+def variants(num_components: int, device: torch.device) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The norm layers compared: BN and MN with each kernel set this device runs."""
     mn = {"num_components": num_components}
-    return {"BN": ("bn", {}), "MN": ("mn", mn), "MN eager": ("mn", {**mn, "kernels": "eager"})}
+    kernels = ["triton", "inductor", "eager"] if device.type == "cuda" else ["inductor", "eager"]
+    return {"BN": ("bn", {}), **{f"MN {k}": ("mn", {**mn, "kernels": k}) for k in kernels}}
 
 
 def make_step(norm: str, norm_kwargs: dict[str, Any], device: torch.device,
@@ -127,7 +129,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"memory format {args.memory_format}, MN K={args.num_components}, batch {args.batch}")
 
-    kinds = variants(args.num_components)
+    kinds = variants(args.num_components, device)
 
     def report(name: str, t: dict[str, float], unit: float, digits: int) -> None:
         cells = [f"{k} {t[k] * unit:8.{digits}f} ms" for k in kinds]
