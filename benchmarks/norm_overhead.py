@@ -1,6 +1,12 @@
 """Cost of Mixture Normalization against Batch Normalization, measured side by side.
 
 Run:  python benchmarks/norm_overhead.py [--device cuda] [--memory-format channels_last]
+      python benchmarks/norm_overhead.py --runs STUDY/runs/*-seed0 --json cost.json
+
+With ``--runs``, the whole step of each run directory's own model (its ``config.yaml``:
+norms per network, their options, widths; one run per label) is timed instead, and
+``--json`` writes the per-step cost ratios to the reference label that
+``gan-mn compare --cost`` reads.
 
 Times, in one process and interleaved round by round (so drift hits both alike):
 1. one whole DCGAN training step (D step on real + fake, then G step; Adam,
@@ -15,13 +21,16 @@ compilation. Inputs are random tensors: no layer's cost depends on the values.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from gan_mn.models import Discriminator, Generator
@@ -53,8 +62,19 @@ def make_step(norm: str, norm_kwargs: dict[str, Any], device: torch.device,
               fmt: torch.memory_format, batch: int) -> Callable[[], None]:
     """A closure running one full GAN training step with ``norm`` everywhere."""
     kw = {norm: norm_kwargs}
-    g = Generator(norm=norm, norm_kwargs=kw).to(device, memory_format=fmt)
-    d = Discriminator(norm=norm, norm_kwargs=kw).to(device, memory_format=fmt)
+    return make_model_step({"g_norm": norm, "d_norm": norm, "norm_kwargs": kw}, device, fmt,
+                           batch)
+
+
+def make_model_step(model: dict[str, Any], device: torch.device, fmt: torch.memory_format,
+                    batch: int) -> Callable[[], None]:
+    """A closure running one full GAN training step of the DCGAN that ``model`` (a run
+    config's ``model`` section) describes."""
+    kw = model.get("norm_kwargs") or {}
+    g = Generator(model.get("z_dim", 100), model.get("g_channels", (512, 256, 128)),
+                  norm=model["g_norm"], norm_kwargs=kw).to(device, memory_format=fmt)
+    d = Discriminator(model.get("d_channels", (64, 128, 256)), norm=model["d_norm"],
+                      norm_kwargs=kw).to(device, memory_format=fmt)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real = (torch.rand(batch, 3, 32, 32, device=device) * 2 - 1).contiguous(memory_format=fmt)
@@ -121,6 +141,10 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3, help="calls per timed round")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--skip-layers", action="store_true", help="only the whole step")
+    p.add_argument("--runs", nargs="+", default=None,
+                   help="run directories: time each label's own model (config.yaml)")
+    p.add_argument("--reference", default="bn", help="label the ratios are to (--runs)")
+    p.add_argument("--json", default=None, help="write the ratios here (--runs)")
     args = p.parse_args()
     device = torch.device(args.device)
     fmt = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}[
@@ -129,6 +153,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"memory format {args.memory_format}, MN K={args.num_components}, batch {args.batch}")
 
+    if args.runs:
+        run_models(args, device, fmt)
+        return
     kinds = variants(args.num_components, device)
 
     def report(name: str, t: dict[str, float], unit: float, digits: int) -> None:
@@ -143,6 +170,29 @@ def main() -> None:
     for name, shape in LAYER_SHAPES:
         fns = {k: make_layer_step(n, kw, shape, device, fmt) for k, (n, kw) in kinds.items()}
         report(name, race(fns, args.rounds, args.reps * 5, args.warmup, device), 1e3, 3)
+
+def run_models(args: argparse.Namespace, device: torch.device, fmt: torch.memory_format) -> None:
+    """Whole-step cost of each run label's model, side by side, as ratios to the reference."""
+    models: dict[str, dict[str, Any]] = {}
+    for run in args.runs:
+        config = yaml.safe_load((Path(run) / "config.yaml").read_text())
+        models.setdefault(config["model"]["label"], config["model"])
+    if args.reference not in models:
+        raise SystemExit(f"--reference {args.reference!r} is not among the runs' labels "
+                         f"({', '.join(sorted(models))})")
+    steps = {label: make_model_step(m, device, fmt, args.batch) for label, m in models.items()}
+    t = race(steps, args.rounds, args.reps, args.warmup, device)
+    ratios = {label: t[label] / t[args.reference] for label in models}
+    for label in sorted(models, key=lambda k: (k != args.reference, k)):
+        print(f"{label:<12} {t[label] * 1e3:8.2f} ms   {ratios[label]:.3f}x {args.reference}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "reference": args.reference, "ratios": ratios,
+            "ms_per_step": {k: v * 1e3 for k, v in t.items()},
+            "device": str(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "batch": args.batch,
+            "rounds": args.rounds, "reps": args.reps}, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gan_mn.report.runs import ReportError, RunLog
+from gan_mn.report.speedup import speedup_analysis
 
 
 @dataclass
@@ -86,8 +87,12 @@ def _ratio(reference: float | None, value: float | None) -> float | None:
 
 
 def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str | None = None,
-                 isc_key: str | None = None) -> Report:
-    """Group ``runs`` by label and measure each group against the ``reference`` label."""
+                 isc_key: str | None = None, num_thresholds: int = 8,
+                 cost_ratios: dict[str, float] | None = None) -> Report:
+    """Group ``runs`` by label and measure each group against the ``reference`` label:
+    the paper-style figure (steps to the reference's best) and the speed-up at every
+    FID level (:mod:`gan_mn.report.speedup`), in steps and, given ``cost_ratios`` per
+    label, in compute."""
     if not runs:
         raise ReportError("no runs given")
     groups: dict[str, list[RunLog]] = {}
@@ -107,6 +112,12 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
     fid = _pick(runs, "fid", fid_key, required=True)
     assert fid is not None
     isc = _pick(runs, "isc", isc_key, required=False)
+    unknown = sorted(set(cost_ratios or {}) - set(groups))
+    if unknown:
+        raise ReportError(f"cost ratio given for {', '.join(unknown)}, not among the runs' "
+                          f"labels ({', '.join(sorted(groups))})")
+    if num_thresholds < 2:
+        raise ReportError(f"--thresholds must be at least 2, got {num_thresholds}")
 
     curves = {label: mean_curve(members, fid) for label, members in groups.items()}
     target = float(curves[reference]["mean"].min())
@@ -128,6 +139,9 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
         }
         if isc:
             out[label]["best_isc"] = _stats([float(r.curve(isc)[1].max()) for r in members])
+    levels = speedup_analysis(groups, reference, fid, num_thresholds, cost_ratios=cost_ratios)
+    for label, entry in levels.items():
+        out[label].update(entry)
     ref = out[reference]
     for entry in out.values():
         for unit in ("steps", "seconds"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -18,11 +19,19 @@ def compare_main(argv: list[str]) -> int:
     p.add_argument("--reference", default=None, help="baseline label (default: bn)")
     p.add_argument("--fid-key", default=None, help="FID column when runs log several")
     p.add_argument("--isc-key", default=None, help="IS column when runs log several")
+    p.add_argument("--thresholds", type=int, default=8,
+                   help="FID levels for the speed-up curve (default 8)")
+    p.add_argument("--cost", default=None, metavar="JSON",
+                   help="per-step cost ratios per label, as written by "
+                        "`benchmarks/norm_overhead.py --runs ... --json FILE`")
+    p.add_argument("--cost-ratio", action="append", default=[], metavar="LABEL=RATIO",
+                   help="a label's per-step cost relative to the reference (repeatable)")
     a = p.parse_args(argv)
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out}: exists and is not a directory")
-    report = build_report([read_run(r) for r in a.runs], a.reference, a.fid_key, a.isc_key)
+    report = build_report([read_run(r) for r in a.runs], a.reference, a.fid_key, a.isc_key,
+                          a.thresholds, _cost_ratios(a.cost, a.cost_ratio))
     parent = out if out.exists() else out.parent
     while not parent.exists():
         parent = parent.parent
@@ -31,3 +40,27 @@ def compare_main(argv: list[str]) -> int:
     for path in write_report(report, out):
         print(path)
     return 0
+
+
+def _cost_ratios(path: str | None, pairs: list[str]) -> dict[str, float]:
+    """Cost ratios from the benchmark's JSON (``{"ratios": {label: ratio}}``) and flags."""
+    ratios: dict[str, float] = {}
+    if path:
+        try:
+            data = json.loads(Path(path).read_text())
+            ratios.update({str(k): float(v) for k, v in data["ratios"].items()})
+        except OSError as err:
+            raise ReportError(f"--cost {path}: {err.strerror}") from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ReportError(f"--cost {path}: not the JSON `benchmarks/norm_overhead.py "
+                              "--runs ... --json` writes") from None
+    for pair in pairs:
+        label, _, value = pair.partition("=")
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = float("nan")
+        if not label or not ratio > 0 or ratio == float("inf"):
+            raise ReportError(f"--cost-ratio {pair!r}: expected LABEL=RATIO with RATIO > 0")
+        ratios[label] = ratio
+    return ratios

@@ -44,6 +44,109 @@ def plot(report: Report, key: str, x: str, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_speedup(report: Report, path: Path) -> None:
+    """Speed-up (steps) against the FID target, one line per group with its 95% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    s = report.summary
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.axhline(1.0, color="grey", ls="--", lw=1, label=f"1.0: as fast as {s['reference']}")
+    for label, g in sorted(s["groups"].items()):
+        if label == s["reference"]:
+            continue
+        v = g["speedup_vs_fid"]
+        xs = np.array(v["thresholds"])
+        ys, lo, hi = (np.array([np.nan if x is None else x for x in v[k]], dtype=float)
+                      for k in ("speedup", "ci_low", "ci_high"))
+        line, = ax.plot(xs, ys, marker="o", ms=3,
+                        label=f"{label} (n={len(g['seeds'])} seeds, 95% band)")
+        top = np.nanmax(np.concatenate([ys, lo, [2.0]])) * 1.5
+        ax.fill_between(xs, np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=top,
+                        posinf=top), color=line.get_color(), alpha=0.15)
+    ax.set_xlim(max(s["groups"][s["reference"]]["speedup_vs_fid"]["thresholds"]),
+                min(s["groups"][s["reference"]]["speedup_vs_fid"]["thresholds"]))
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(f"FID target X ({s['fid_key']}; harder to the right)")
+    ax.set_ylabel(f"speed-up in steps to FID <= X (vs {s['reference']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+def _ci(value: float | None, low: float | None, high: float | None) -> str:
+    """``1.23x [0.90, 1.60]``; null bounds are infinite (a resample of the reference
+    never reached the level), a speed-up of 0 means the group never did."""
+    def num(x: float | None) -> str:
+        return "∞" if x is None else f"{x:.2f}"
+    if value is None:
+        return "n/a"
+    never = " (never)" if value == 0 else ""
+    return f"{value:.2f}x{never} [{num(low)}, {num(high)}]"
+
+
+def _levels(report: Report) -> list[str]:
+    """The speed-up per FID level (steps, and compute where cost ratios were given),
+    the AUC, and a verdict per group counted over all levels."""
+    s = report.summary
+    ref = s["reference"]
+    others = [k for k in sorted(s["groups"]) if k != ref]
+    rv = s["groups"][ref]["speedup_vs_fid"]
+    lines = ["## Speed-up at each FID level", "",
+             f"Steps to reach FID <= X (seed-mean curve) and speed-up = `{ref}`'s steps / the "
+             "group's, with a 95% bootstrap interval over seeds in brackets.", ""]
+    lines.append(f"| FID <= X | `{ref}` steps | " + " | ".join(
+        f"`{k}` steps | `{k}` speed-up" for k in others) + " |")
+    lines.append("|---|---|" + "---|---|" * len(others))
+    for i, x in enumerate(rv["thresholds"]):
+        cells = []
+        for k in others:
+            v = s["groups"][k]["speedup_vs_fid"]
+            cells += [_num(v["steps_mean_curve"][i], 0),
+                      _ci(v["speedup"][i], v["ci_low"][i], v["ci_high"][i])]
+        lines.append(f"| {x:.2f} | {_num(rv['steps_mean_curve'][i], 0)} | "
+                     + " | ".join(cells) + " |")
+    costed = [k for k in others if s["groups"][k]["cost_ratio"] is not None]
+    if costed:
+        lines += ["", "In compute: speed-up / the group's per-step cost ratio (measured by "
+                  "`benchmarks/norm_overhead.py --runs` on one machine).", "",
+                  "| FID <= X | " + " | ".join(
+                      f"`{k}` (cost {s['groups'][k]['cost_ratio']:.2f}x)" for k in costed)
+                  + " |", "|---|" + "---|" * len(costed)]
+        for i, x in enumerate(rv["thresholds"]):
+            cells = []
+            for k in costed:
+                v = s["groups"][k]["cost_adjusted_speedup_vs_fid"]
+                cells.append(_ci(v["speedup"][i], v["ci_low"][i], v["ci_high"][i]))
+            lines.append(f"| {x:.2f} | " + " | ".join(cells) + " |")
+    lo, hi = s["groups"][ref]["auc"]["steps"]
+    lines += ["", f"Mean FID over steps {lo:.0f}-{hi:.0f} (area under the curve / steps; "
+              "lower is better), 95% bootstrap interval over seeds:", "",
+              "| group | mean FID over steps | per seed |", "|---|---|---|"]
+    for k in [ref, *others]:
+        a = s["groups"][k]["auc"]
+        if a["value"] is None:
+            lines.append(f"| `{k}` | n/a | |")
+            continue
+        lines.append(f"| `{k}` | {a['value']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}] | "
+                     + ", ".join(f"{v:.2f}" for v in a["per_seed"]) + " |")
+    lines += [""]
+    for k in others:
+        v = s["groups"][k]["speedup_vs_fid"]
+        n = len(v["thresholds"])
+        faster = sum(lo is not None and lo > 1 for lo in v["ci_low"])
+        slower = sum(hi is not None and hi < 1 for hi in v["ci_high"])
+        lines.append(f"- `{k}` vs `{ref}` over {n} FID levels: faster (whole interval above 1) "
+                     f"at {faster}, slower (whole interval below 1) at {slower}, not "
+                     f"distinguishable at {n - faster - slower}.")
+    return lines
+
+
 def _fmt(stats: dict[str, Any], digits: int = 2) -> str:
     if stats["mean"] is None:
         done = [f"{v:.{digits}f}" if v is not None else "never" for v in stats["per_seed"]]
@@ -90,12 +193,12 @@ def markdown(report: Report) -> str:
         acc = g["acceleration_steps"]
         if acc is None:
             lines.append(f"- `{label}`: its seed-mean FID never reached `{ref}`'s best, so "
-                         "no speed-up is claimed.")
+                         "no speed-up to that level is claimed.")
         else:
             word = "fewer" if acc >= 0 else "more"
             lines.append(f"- `{label}` reaches `{ref}`'s best FID in {abs(acc):.0%} {word} "
-                         f"steps than `{ref}` (speed-up {g['speedup_steps']:.2f}x in steps, "
-                         f"{g['speedup_seconds'] or float('nan'):.2f}x in training time).")
+                         f"steps than `{ref}` (speed-up {g['speedup_steps']:.2f}x in steps).")
+    lines += ["", *_levels(report)]
     lines += ["", f"Seed-mean `{s['fid_key']}` (± std over seeds) by step:", ""]
     curves = {label: mean_curve(members, report.fid_key)
               for label, members in sorted(report.runs.items())}
@@ -114,8 +217,10 @@ def markdown(report: Report) -> str:
         "The reference FID is the lowest point of the reference group's seed-mean FID curve. "
         "Steps to reach is the first evaluated step at or below it, for the seed-mean curve "
         "and per seed. Speed-up = the reference's steps (or training seconds) to reach / the "
-        "group's, from the seed-mean curves; acceleration = 1 - 1/speed-up. Training time "
-        "excludes the evaluations.",
+        "group's, from the seed-mean curves; acceleration = 1 - 1/speed-up. The time columns "
+        "are the runs' own training wall-clock: runs that shared CPU cores do not compare by "
+        "it, so no verdict uses it (the cost ratio does). The FID levels, intervals and mean "
+        "FID over steps are defined in gan_mn/report/speedup.py.",
         "",
     ]
     return "\n".join(lines)
@@ -133,7 +238,10 @@ def write_report(report: Report, out: Path) -> list[Path]:
             path = out / f"{name}_vs_{suffix}.png"
             plot(report, key, x, path)
             written.append(path)
-    text = json.dumps(report.summary, indent=2) + "\n"
+    path = out / "speedup_vs_fid.png"
+    plot_speedup(report, path)
+    written.append(path)
+    text = json.dumps(report.summary, indent=2, allow_nan=False) + "\n"
     _atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     md = markdown(report)
     _atomic_write(out / "report.md", lambda tmp: tmp.write_text(md))

@@ -91,7 +91,7 @@ def test_cli_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = tmp_path / "report"
     assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
     names = {"fid_vs_step.png", "fid_vs_time.png", "isc_vs_step.png", "isc_vs_time.png",
-             "report.json", "report.md"}
+             "speedup_vs_fid.png", "report.json", "report.md"}
     assert {p.name for p in out.iterdir()} == names
     assert all((out / n).stat().st_size > 0 for n in names)
     assert (out / "fid_vs_step.png").read_bytes()[:4] == b"\x89PNG"
@@ -104,7 +104,70 @@ def test_cli_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert str(out / "report.md") in capsys.readouterr().out
 
 
+LINEAR = (100, 200, 300, 400)
+
+
+def test_speedup_at_every_fid_level(tmp_path: Path) -> None:
+    """Identical seeds: the intervals collapse onto the known ratios."""
+    runs = [write_run(tmp_path, "bn", s, dict(zip(LINEAR, (50, 40, 30, 20), strict=True)))
+            for s in (0, 1)]
+    runs += [write_run(tmp_path, "mn-g", s, dict(zip(LINEAR, (40, 30, 20, 15), strict=True)))
+             for s in (0, 1)]
+    s = build_report([read_run(r) for r in runs], num_thresholds=4,
+                     cost_ratios={"mn-g": 1.5}).summary
+    mn, bn = s["groups"]["mn-g"], s["groups"]["bn"]
+    v = mn["speedup_vs_fid"]
+    assert v["thresholds"] == pytest.approx([20, 30, 40, 50])
+    assert bn["speedup_vs_fid"]["steps_mean_curve"] == [400, 300, 200, 100]
+    assert v["steps_mean_curve"] == [300, 200, 100, 100]
+    assert v["steps_per_seed"] == [[300, 200, 100, 100]] * 2
+    expected = [400 / 300, 1.5, 2.0, 1.0]
+    assert v["speedup"] == pytest.approx(expected)
+    assert v["ci_low"] == pytest.approx(expected) and v["ci_high"] == pytest.approx(expected)
+    assert bn["speedup_vs_fid"]["speedup"] == pytest.approx([1.0] * 4)
+    # mean FID over steps 100-400 by trapezoids: bn 35; mn-g (3500 + 2500 + 1750) / 300
+    assert bn["auc"]["value"] == pytest.approx(35.0)
+    assert mn["auc"]["value"] == pytest.approx(7750 / 300)
+    assert mn["auc"]["ci_low"] == pytest.approx(7750 / 300)
+    assert mn["cost_ratio"] == 1.5 and bn["cost_ratio"] == 1.0
+    adjusted = mn["cost_adjusted_speedup_vs_fid"]
+    assert adjusted["speedup"] == pytest.approx([x / 1.5 for x in expected])
+
+
+def test_speedup_intervals_cover_the_seed_spread(tmp_path: Path) -> None:
+    """Different seeds: a real interval around the estimate; a level never reached is 0."""
+    bn = [(50, 40, 30, 20), (52, 44, 28, 22), (48, 38, 32, 18)]
+    mn = [(40, 30, 25, 24), (45, 28, 26, 25), (38, 33, 24, 23)]
+    runs = [write_run(tmp_path, "bn", i, dict(zip(LINEAR, f, strict=True)))
+            for i, f in enumerate(bn)]
+    runs += [write_run(tmp_path, "mn-g", i, dict(zip(LINEAR, f, strict=True)))
+             for i, f in enumerate(mn)]
+    v = build_report([read_run(r) for r in runs], num_thresholds=5).summary[
+        "groups"]["mn-g"]["speedup_vs_fid"]
+    assert v["thresholds"][0] == pytest.approx(20.0)
+    assert v["speedup"][0] == 0.0 and v["steps_mean_curve"][0] is None  # mn-g stalls at 24
+    for est, lo, hi in zip(v["speedup"][1:], v["ci_low"][1:], v["ci_high"][1:], strict=True):
+        assert lo <= est <= hi
+    assert any(lo < hi for lo, hi in zip(v["ci_low"], v["ci_high"], strict=True))
+    again = build_report([read_run(r) for r in runs], num_thresholds=5).summary
+    assert again["groups"]["mn-g"]["speedup_vs_fid"] == v  # a fixed bootstrap stream
+
+
+def test_cost_ratios_from_the_benchmark_json(tmp_path: Path) -> None:
+    runs = study(tmp_path / "runs")
+    cost = tmp_path / "cost.json"
+    cost.write_text(json.dumps({"ratios": {"bn": 1.0, "mn-g": 1.25}}))
+    out = tmp_path / "report"
+    assert main(["compare", *map(str, runs), "--out", str(out), "--cost", str(cost)]) == 0
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["groups"]["mn-g"]["cost_ratio"] == 1.25
+    md = (out / "report.md").read_text()
+    assert "`mn-g` (cost 1.25x)" in md and "## Speed-up at each FID level" in md
+
+
 @pytest.mark.parametrize("case, message", [
+    ("bad_cost_ratio", "expected LABEL=RATIO"),
+    ("unknown_cost_label", "cost ratio given for resnet"),
     ("no_csv", "no metrics.csv"),
     ("wandb_only", "wandb run, which compare does not read"),
     ("no_config", "no config.yaml"),
@@ -127,7 +190,9 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     elif case == "no_fid":
         (good / "metrics.csv").write_text("epoch,loss/d,step\n0,0.5,49\n")
     out = tmp_path / "out"
-    extra = ["--reference", "resnet"] if case == "bad_reference" else []
+    extra = {"bad_reference": ["--reference", "resnet"],
+             "bad_cost_ratio": ["--cost-ratio", "bn=fast"],
+             "unknown_cost_label": ["--cost-ratio", "resnet=2"]}.get(case, [])
     assert main(["compare", *args, "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
