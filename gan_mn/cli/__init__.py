@@ -10,7 +10,8 @@ import os
 import sys
 from argparse import ArgumentError
 
-USAGE = """usage: gan-mn {fit,validate,evaluate,sample,compare} ...
+COMMANDS = ("fit", "evaluate", "sample", "compare")
+USAGE = """usage: gan-mn {fit,evaluate,sample,compare} ...
 
   fit -c CONFIG [--key value ...]  train (LightningCLI; `gan-mn fit --help` lists every key)
   evaluate CKPT [options]          IS/FID/KID/PRC of a checkpoint with torch-fidelity
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             from gan_mn.report.cli import compare_main
 
             return compare_main(rest)
+        if command != "fit":
+            print(f"gan-mn: error: unknown command {command!r}; the commands are "
+                  f"{', '.join(COMMANDS)} (`gan-mn --help`)", file=sys.stderr)
+            return 2
         from gan_mn.cli.fit import GANCLI
 
         GANCLI(args=None if from_sys else argv)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -42,6 +44,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def evaluate_main(argv: list[str]) -> int:
     a = evaluate_parser().parse_args(argv)
+    log_path = Path(a.checkpoint).expanduser().parent / "evaluations.jsonl"
+    if log_path.parent.is_dir() and not os.access(log_path.parent, os.W_OK):
+        raise ValueError(f"cannot append to {log_path}: {log_path.parent} is not writable "
+                         "(copy the checkpoint somewhere writable)")
     record = evaluate_checkpoint(
         a.checkpoint, num_samples=a.num_samples, metrics=a.metrics,
         feature_extractor=a.feature_extractor,
@@ -49,11 +55,23 @@ def evaluate_main(argv: list[str]) -> int:
         extractor_plugin=a.extractor_plugin, reference=a.reference, data_root=a.data_root,
         cache_dir=a.cache_dir, seed=a.seed, norm_mode=a.norm_mode, batch_size=a.batch_size,
         kid_subset_size=a.kid_subset_size, device=a.device)
-    line = json.dumps(record, sort_keys=True)
-    with open(Path(a.checkpoint).expanduser().parent / "evaluations.jsonl", "a") as f:
-        f.write(line + "\n")  # one write: a kill leaves whole lines only
-    print(line)
+    line = json.dumps(_strict(record), sort_keys=True, allow_nan=False)
+    print(line, flush=True)  # the result first: nothing after it can lose it
+    with open(log_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # concurrent evaluations append whole lines
+        f.write(line + "\n")
     return 0
+
+
+def _strict(value: object) -> object:
+    """NaN and infinities (e.g. an IS of collapsed samples) as null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
 
 
 def sample_parser() -> argparse.ArgumentParser:

@@ -8,20 +8,33 @@ unless given, so the same command finds its run again with ``--ckpt_path last``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+import lightning.pytorch as pl
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.plugins.layer_sync import LayerSync
 
-from gan_mn.cli.rundir import WANDB_MODES, make_loggers, truncate_metrics
+from gan_mn.cli.rundir import (
+    WANDB_MODES,
+    RunError,
+    RunLock,
+    make_loggers,
+    record_resume,
+    remove_run_files,
+    resume_changes,
+    run_files,
+    truncate_metrics,
+)
 from gan_mn.data import GANDataModule
 from gan_mn.metrics import FidelityCallback
 from gan_mn.training import GAN, default_label
@@ -29,8 +42,23 @@ from gan_mn.training.distributed import NormSync
 from gan_mn.training.faults import AtomicCheckpointIO, PreemptionCheckpoint, RNGState
 
 
-class RunError(ValueError):
-    """A run that cannot start as asked, with a message meant for the user as is."""
+class RunConfig(SaveConfigCallback):
+    """Writes ``config.yaml`` when training starts, which for a resume is after the
+    checkpoint has loaded: a resume that fails leaves the run's config as it was. Also
+    records what the resume changed in ``resumes.jsonl``."""
+
+    def __init__(self, *args: Any, changes: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changes = changes
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Deferred to :meth:`on_train_start`."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().setup(trainer, pl_module, "fit")
+        if self.changes is not None and trainer.is_global_zero:
+            record_resume(Path(trainer.log_dir or "."), trainer.global_step, self.changes)
 
 
 class GANCLI(LightningCLI):
@@ -45,9 +73,15 @@ class GANCLI(LightningCLI):
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
         # "Seed set to N" on stderr before a one-line error; the seed is in config.yaml
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
-        super().__init__(GAN, GANDataModule, args=args, run=run, seed_everything_default=0,
-                         save_config_kwargs={"overwrite": True},
-                         auto_configure_optimizers=False)
+        self.lock: RunLock | None = None
+        try:
+            super().__init__(GAN, GANDataModule, args=args, run=run, seed_everything_default=0,
+                             save_config_callback=RunConfig,
+                             save_config_kwargs={"overwrite": True},
+                             auto_configure_optimizers=False)
+        finally:  # the process may go on (tests, notebooks): the run directory is free again
+            if self.lock is not None:
+                self.lock.release()
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """Parse errors raise (main() prints them as one line) instead of usage + exit."""
@@ -66,6 +100,9 @@ class GANCLI(LightningCLI):
         parser.add_argument("--wandb.mode", type=Literal[WANDB_MODES], default="offline",
                             help="offline (default; `wandb sync` later), online or disabled")
         parser.add_argument("--wandb.project", type=str, default="gan-mn")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="start the run directory again from step 0, removing the "
+                                 "run that is there")
         parser.add_argument("--sync_norm", type=bool, default=True,
                             help="under DDP, synchronize MN and BN over all processes "
                                  "(SyncMixtureNorm2d, SyncBatchNorm)")
@@ -84,13 +121,31 @@ class GANCLI(LightningCLI):
         cfg.trainer.default_root_dir = str(run_dir)
         if cfg.checkpoint.dirpath is None:
             cfg.checkpoint.dirpath = str(run_dir)
-        if self.subcommand == "fit" and cfg.get("ckpt_path") is None and (
-                Path(cfg.checkpoint.dirpath) / "last.ckpt").exists():
-            raise RunError(f"{run_dir} already holds a run; resume it with --ckpt_path last, "
-                           "or pick another --run_name or --output_dir")
-        if self.subcommand == "fit":
-            _check_writable(run_dir)
         self.run_dir = run_dir
+        if self.subcommand != "fit":
+            return
+        _check_settings(cfg)
+        RunLock.check(run_dir)
+        ckpt_path = cfg.get("ckpt_path")
+        last = Path(cfg.checkpoint.dirpath) / "last.ckpt"
+        present = run_files(run_dir)
+        if ckpt_path is not None and cfg.overwrite:
+            raise RunError("--overwrite starts a run from step 0: it cannot be combined with "
+                           "--ckpt_path")
+        if ckpt_path == "last" and not last.is_file():
+            raise RunError(f"no run to resume in {run_dir}: it has no last.ckpt (start it "
+                           "without --ckpt_path" + (", with --overwrite true to discard "
+                                                    "what is there)" if present else ")"))
+        if ckpt_path is not None and (run_dir / "config.yaml").is_file():
+            self.save_config_kwargs["changes"] = resume_changes(
+                _plain(yaml.safe_load((run_dir / "config.yaml").read_text())),
+                _plain(cfg.as_dict()))
+        if ckpt_path is None and present and not cfg.overwrite:
+            how = "resume it with --ckpt_path last, " if last.is_file() else ""
+            raise RunError(f"{run_dir} already holds a run ({', '.join(present)}); {how}start "
+                           "it again from step 0 with --overwrite true, or pick another "
+                           "--run_name or --output_dir")
+        _check_writable(run_dir)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self._run_config()
@@ -101,6 +156,12 @@ class GANCLI(LightningCLI):
         if data.dataset != "cifar10" or not data.download:  # (downloads: in prepare_data)
             self.datamodule.load_images()
             metrics.check_data(self.datamodule)
+        # Nothing was written so far; from here on this process owns the run directory.
+        if _launching_process():
+            self.lock = RunLock(self.run_dir)
+            self.lock.acquire()
+            if cfg.overwrite:
+                remove_run_files(self.run_dir)
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = make_loggers(self.run_dir, cfg.run_name, cfg.wandb.project,
                                             cfg.wandb.mode)
@@ -146,6 +207,26 @@ class GANCLI(LightningCLI):
         truncate_metrics(self.run_dir / "metrics.csv", step)
 
 
+def _plain(tree: Any) -> Any:
+    """Config values as JSON data (lists, not tuples; paths as strings), for comparing."""
+    return json.loads(json.dumps(tree, default=str))
+
+
+def _launching_process() -> bool:
+    """Whether this is the process a user started (DDP: global rank 0), which holds the
+    run directory's lock; ranks that Lightning launches carry their rank in the environment."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK",
+                                                        "SLURM_PROCID"))
+
+
+def _check_settings(cfg: Any) -> None:
+    """Trainer settings that would otherwise fail after the run directory exists."""
+    max_steps = cfg.trainer.max_steps
+    if max_steps is not None and max_steps != -1 and max_steps < 1:
+        raise RunError(f"--trainer.max_steps must be a positive number of generator steps "
+                       f"(or -1 for no limit), got {max_steps}")
+
+
 def _check_writable(run_dir: Path) -> None:
     """Fail before training, not at the first checkpoint an hour later. Creates nothing
     (so a run that fails later leaves nothing, and DDP ranks do not race)."""
@@ -155,4 +236,4 @@ def _check_writable(run_dir: Path) -> None:
                        "writable directory")
 
 
-__all__ = ["GANCLI", "RunError"]
+__all__ = ["GANCLI", "RunConfig", "RunError"]

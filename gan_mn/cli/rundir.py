@@ -1,16 +1,22 @@
-"""A run's directory ``<output_dir>/<run name>/``: loggers, resume bookkeeping.
+"""A run's directory ``<output_dir>/<run name>/``: one run per directory, loggers,
+resume bookkeeping.
 
 Everything a run writes lives there: ``last.ckpt`` (and ``best-fid-*.ckpt``),
-``config.yaml``, ``metrics.csv``, ``hparams.yaml``, ``samples/`` and ``wandb/``.
+``config.yaml``, ``metrics.csv``, ``hparams.yaml``, ``resumes.jsonl``, ``samples/`` and
+``wandb/``; ``.lock`` is held by the process training it.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
+import json
 import logging
 import netrc
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,6 +26,124 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 log = logging.getLogger(__name__)
 WANDB_MODES = ("offline", "online", "disabled")
+# What `gan-mn fit` writes into a run directory (and --overwrite removes).
+RUN_FILES = ("last.ckpt", "metrics.csv", "hparams.yaml", "config.yaml", "resumes.jsonl",
+             "wandb-id", "wandb", "samples")
+# Settings a resumed run cannot change: they define the model, its data or its randomness.
+FROZEN = ("seed_everything", "model.", "data.", "trainer.callbacks")
+# ... except these, which change nothing the checkpoint holds.
+UNFROZEN = ("model.sample_every_n_steps", "model.num_grid_samples", "data.root",
+            "data.download", "data.num_workers")
+# ckpt_path and overwrite say how to start; data.seed is linked to seed_everything.
+NOT_SETTINGS = ("ckpt_path", "config", "weights_only", "overwrite", "data.seed")
+
+
+class RunError(ValueError):
+    """A run that cannot start as asked, with a message meant for the user as is."""
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """The files of a run already in ``run_dir`` (sorted names)."""
+    if not run_dir.is_dir():
+        return []
+    found = [n for n in RUN_FILES if (run_dir / n).exists()]
+    return sorted(found + [p.name for p in run_dir.glob("best-fid-*.ckpt")])
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Start a run directory again from nothing (``--overwrite``): remove what fit wrote."""
+    for name in run_files(run_dir):
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock``, held while the process lives: a
+    second ``gan-mn fit`` into the directory is refused, and the OS releases the lock
+    when the holder exits or dies (no stale locks). Only the process that trains (DDP:
+    rank 0) holds it; everything written into the run directory is written by it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.fd: int | None = None
+
+    @staticmethod
+    def check(run_dir: Path) -> None:
+        """Refuse if a live process holds the directory's lock; creates nothing."""
+        path = run_dir / ".lock"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            _try_lock(fd, path, fcntl.LOCK_SH)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _try_lock(fd, self.path, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def _try_lock(fd: int, path: Path, kind: int) -> None:
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        with open(path) as f:
+            pid = f.read().strip() or "?"
+        raise RunError(f"{path.parent} is in use by another gan-mn fit (process {pid}); "
+                       "wait for it to finish, or pick another --run_name or --output_dir"
+                       ) from None
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts -> ``{"model.lr_g": 0.0002, ...}`` (class_path dicts stay whole)."""
+    if isinstance(tree, dict) and tree and "class_path" not in tree:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def resume_changes(saved: dict[str, Any], requested: dict[str, Any]
+                   ) -> dict[str, tuple[Any, Any]]:
+    """Compare a run's saved config with the one a resume asks for (both as YAML/JSON
+    data): raise RunError naming every frozen setting that differs, else return the
+    changed settings as ``{key: (old, new)}``."""
+    old, new = flatten(saved), flatten(requested)
+    changed = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+               if k not in NOT_SETTINGS and old.get(k) != new.get(k)}
+    frozen = [k for k in changed if k.startswith(FROZEN) and k not in UNFROZEN]
+    if frozen:
+        detail = ", ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in frozen)
+        raise RunError(f"cannot resume with different settings: {detail} (model, data and "
+                       "seed settings cannot change mid-run; start a new run with another "
+                       "--run_name, or again from step 0 with --overwrite true)")
+    return changed
+
+
+def record_resume(run_dir: Path, step: int, changed: dict[str, tuple[Any, Any]]) -> None:
+    """Append what a resume changed, and from which step, to ``resumes.jsonl``."""
+    line = {"step": step, "changed": {k: {"old": o, "new": n} for k, (o, n) in changed.items()}}
+    with open(run_dir / "resumes.jsonl", "a") as f:
+        f.write(json.dumps(line, default=str) + "\n")
 
 
 class _AppendingWriter(ExperimentWriter):

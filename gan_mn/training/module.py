@@ -69,6 +69,10 @@ class GAN(pl.LightningModule):
             raise ValueError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
         if d_steps < 1:
             raise ValueError(f"d_steps must be at least 1, got {d_steps}")
+        if not (lr_g > 0 and lr_d > 0):
+            raise ValueError(f"learning rates must be positive, got lr_g={lr_g}, lr_d={lr_d}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(betas)}")
         if sample_every_n_steps < 0 or num_grid_samples < 1:
             raise ValueError("sample_every_n_steps must be >= 0 and num_grid_samples >= 1")
         unknown = set(norm_kwargs or {}) - set(NORM_KINDS)

@@ -1,0 +1,145 @@
+"""One run per run directory, resumes that check what changed, and settings checked before
+anything is written: through the real entry point (`gan_mn.cli.main`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gan_mn.cli import main
+from gan_mn.cli.rundir import RunLock
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
+        "--model.sample_every_n_steps", "0",
+        "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}', "--wandb.mode", "disabled",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def fit(out: Path, *extra: str) -> int:
+    return main(["fit", "-c", SMOKE, "--output_dir", str(out), *FAST, *extra])
+
+
+def error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("gan-mn: error:"), err
+    return err[-1]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-step smoke run; tests copy it before changing it."""
+    out = tmp_path_factory.mktemp("runs")
+    assert fit(out) == 0
+    return out / "smoke-seed0"
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    subprocess.run(["cp", "-r", str(run.parent), str(tmp_path / "out")], check=True)
+    return tmp_path / "out" / run.name
+
+
+def test_a_run_without_checkpoint_is_not_appended_to(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Killed before its first checkpoint: the same command refuses (naming --overwrite)
+    instead of appending to the stale metrics.csv; --overwrite starts clean."""
+    run = tmp_path / "smoke-seed0"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,loss/d,step\n0,0.5,999\n")
+    (run / "wandb-id").write_text("stale\n")
+    assert fit(tmp_path) == 2
+    message = error(capsys)
+    assert "already holds a run (metrics.csv, wandb-id)" in message
+    assert "--overwrite true" in message and "--ckpt_path last" not in message
+    assert (run / "metrics.csv").read_text().endswith("999\n")  # untouched
+    assert fit(tmp_path, "--overwrite", "true") == 0
+    steps = [line.split(",")[-2] for line in (run / "metrics.csv").read_text().splitlines()]
+    assert "999" not in steps and not (run / "wandb-id").exists()
+
+
+def test_a_second_writer_is_refused_naming_the_holder(finished: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    run = copy_of(finished, tmp_path)
+    before = (run / "metrics.csv").read_bytes()
+    lock = RunLock(run)
+    lock.acquire()
+    try:
+        assert fit(run.parent, "--ckpt_path", "last", "--trainer.max_steps", "6") == 2
+        assert f"in use by another gan-mn fit (process {os.getpid()})" in error(capsys)
+        assert fit(run.parent, "--overwrite", "true") == 2
+        assert "in use by another gan-mn fit" in error(capsys)
+    finally:
+        lock.release()
+    assert (run / "metrics.csv").read_bytes() == before and (run / "last.ckpt").is_file()
+
+
+def test_the_os_releases_the_lock_of_a_killed_process(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from gan_mn.cli.rundir import RunLock; RunLock(Path(sys.argv[1])).acquire(); "
+         "print('locked', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"process {holder.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    lock = RunLock(tmp_path)
+    lock.acquire()  # no stale lock after SIGKILL
+    lock.release()
+
+
+def test_resume_refuses_frozen_changes_before_writing(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    assert fit(tmp_path) == 0  # its own run: config.yaml names this directory
+    run = tmp_path / "smoke-seed0"
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert fit(run.parent, "--ckpt_path", "last", "--model.g_norm", "bn",
+               "--model.lr_g", "0.001", "--trainer.max_steps", "6") == 2
+    message = error(capsys)
+    assert "model.g_norm 'mn' -> 'bn'" in message and "model.lr_g 0.0002 -> 0.001" in message
+    assert "trainer.max_steps" not in message  # that one may change
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    # The README's resume command still works afterwards, and a longer schedule is
+    # applied and recorded with the step it took effect at.
+    config = str(run / "config.yaml")
+    assert main(["fit", "-c", config, "--ckpt_path", "last", "--trainer.max_steps", "6"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["max_steps"] == 6
+    record = json.loads((run / "resumes.jsonl").read_text())
+    assert record == {"step": 4, "changed": {"trainer.max_steps": {"old": 4, "new": 6}}}
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[-1].split(",")[-2] == "5"  # Lightning's 0-based index of step 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trainer.max_steps", "0"], "--trainer.max_steps must be a positive number"),
+    (["--model.lr_d", "-0.1"], "learning rates must be positive"),
+    (["--ckpt_path", "last"], "no run to resume in"),
+    (["--ckpt_path", "last", "--overwrite", "true"], "cannot be combined with --ckpt_path"),
+])
+def test_bad_settings_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    args: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    assert fit(out, *args) == 2
+    assert message in error(capsys)
+    assert not out.exists()
+
+
+def test_only_existing_commands_are_offered(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-c", SMOKE]) == 2
+    assert "unknown command 'validate'; the commands are fit, evaluate, sample, compare" \
+        in error(capsys)
+    assert main(["--help"]) == 0
+    assert "validate" not in capsys.readouterr().out
