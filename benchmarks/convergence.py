@@ -19,6 +19,7 @@ mn-g-em3 mn-gd`` with ``--steps 2000 --eval-every 250``.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import subprocess
 import sys
@@ -41,14 +42,27 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
 
 
 def finished_step(run_dir: Path) -> int:
+    """The run's step: from last.ckpt, or for a committed run (checkpoints are not
+    committed) the last step its metrics.csv logged; -1 if it has neither."""
     last = run_dir / "last.ckpt"
     if not last.is_file():
-        return -1
+        return _logged_step(run_dir / "metrics.csv")
     try:
         return int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)
                    .get("global_step", 0))
     except Exception:  # unreadable: treat as not started (Lightning writes atomically)
         return -1
+
+
+def _logged_step(metrics: Path) -> int:
+    """Steps done by the last row of a metrics.csv (Lightning logs a training row's
+    0-based batch index, an evaluation row's steps done)."""
+    if not metrics.is_file():
+        return -1
+    with open(metrics, newline="") as f:
+        steps = [int(float(r["step"])) + (0 if r.get("metrics/num_samples") else 1)
+                 for r in csv.DictReader(f) if r.get("step")]
+    return max(steps, default=-1)
 
 
 def command(a: argparse.Namespace, group: str, seed: int, resume: bool) -> list[str]:
@@ -67,8 +81,11 @@ def command(a: argparse.Namespace, group: str, seed: int, resume: bool) -> list[
            *a.extra]
     if a.plugin:
         cmd += ["--metrics.extractor_plugin", a.plugin]
+    run_dir = Path(a.out) / "runs" / f"{group}-seed{seed}"
     if resume:
         cmd += ["--ckpt_path", "last"]
+    elif run_dir.is_dir() and any(run_dir.iterdir()):  # killed before its first checkpoint
+        cmd += ["--overwrite", "true"]
     return cmd
 
 
@@ -94,7 +111,8 @@ def run_one(a: argparse.Namespace, group: str, seed: int) -> str:
     os.close(fd)
     try:
         with open(log_file, "a") as log:
-            rc = subprocess.call(command(a, group, seed, resume=done >= 0), env=env,
+            resume = (run_dir / "last.ckpt").is_file()
+            rc = subprocess.call(command(a, group, seed, resume), env=env,
                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     finally:
         lock.unlink(missing_ok=True)
