@@ -63,3 +63,33 @@ class RecordNorms(Callback):
                         type(m).__name__})
         with open(f"{self.path}.{trainer.global_rank}", "w") as f:
             f.write(" ".join(names))
+
+
+class _Slow(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        time.sleep(0.05)
+        return torch.zeros(1)
+
+
+class CtrlCInWorkers(Callback):
+    """After generator step ``step``, reads a slow DataLoader with worker processes (as
+    torch-fidelity does during an evaluation) and, while they run, sends SIGINT to the
+    whole process group, as a terminal's Ctrl-C does."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step != self.step:
+            return
+        import os
+        import signal
+
+        loader = torch.utils.data.DataLoader(_Slow(), batch_size=4, num_workers=2)
+        for i, _ in enumerate(loader):
+            if i == 2:  # the workers are up and busy
+                os.killpg(os.getpgid(0), signal.SIGINT)

@@ -125,6 +125,11 @@ class GANCLI(LightningCLI):
         if self.subcommand != "fit":
             return
         _check_settings(cfg)
+        if _launching_process():  # (DDP ranks started by Lightning find rank 0's files)
+            self._check_run_dir(cfg, run_dir)
+
+    def _check_run_dir(self, cfg: Any, run_dir: Path) -> None:
+        """One run per directory; a resume compares what it asks for with the run."""
         RunLock.check(run_dir)
         ckpt_path = cfg.get("ckpt_path")
         last = Path(cfg.checkpoint.dirpath) / "last.ckpt"

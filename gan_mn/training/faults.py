@@ -100,8 +100,14 @@ class PreemptionCheckpoint(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0 or not _in_main_thread():
             return
+        main_pid = os.getpid()
 
         def stop_after_this_step(signum: int, frame: Any) -> None:
+            # Forked children (data-loader workers, e.g. torch-fidelity's during an
+            # evaluation) inherit this handler; a terminal's Ctrl-C reaches them too. They
+            # leave it to this process, which stops after the step and shuts them down.
+            if os.getpid() != main_pid:
+                return
             print("\ngan-mn: stopping after this step and saving last.ckpt "
                   "(Ctrl-C again to abort at once)", flush=True)
             signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -135,6 +135,23 @@ def test_sigterm_and_ctrl_c_save_a_final_checkpoint(data: Path, reference: Path,
     assert_matches_reference(run, reference)
 
 
+def test_ctrl_c_to_the_process_group_while_workers_run(data: Path, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches every process of the group, data-loader workers
+    included: the run still stops after the step, saves, and says how to resume."""
+    run = tmp_path / "smoke-seed0"
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE, "--data.root", str(data),
+           "--output_dir", str(tmp_path), *ARGS,
+           "--trainer.callbacks+=tests.callbacks.CtrlCInWorkers",
+           "--trainer.callbacks.init_args.step", "6"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # its own process group
+    rc, err = finish(proc)
+    assert rc == 143, err[-3000:]
+    assert "Traceback" not in err
+    assert load(run / "last.ckpt")["global_step"] == 6
+    assert "continue with the same command plus --ckpt_path last" in err
+
+
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
         data: Path, tmp_path: Path) -> None:
     run = tmp_path / "smoke-seed0"
