@@ -130,6 +130,7 @@ class GANCLI(LightningCLI):
 
     def _check_run_dir(self, cfg: Any, run_dir: Path) -> None:
         """One run per directory; a resume compares what it asks for with the run."""
+        _check_writable(run_dir)
         RunLock.check(run_dir)
         ckpt_path = cfg.get("ckpt_path")
         last = Path(cfg.checkpoint.dirpath) / "last.ckpt"
@@ -150,7 +151,6 @@ class GANCLI(LightningCLI):
             raise RunError(f"{run_dir} already holds a run ({', '.join(present)}); {how}start "
                            "it again from step 0 with --overwrite true, or pick another "
                            "--run_name or --output_dir")
-        _check_writable(run_dir)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self._run_config()

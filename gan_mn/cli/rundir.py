@@ -30,7 +30,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 RUN_FILES = ("last.ckpt", "metrics.csv", "hparams.yaml", "config.yaml", "resumes.jsonl",
              "wandb-id", "wandb", "samples")
 # Settings a resumed run cannot change: they define the model, its data or its randomness.
-FROZEN = ("seed_everything", "model.", "data.", "trainer.callbacks")
+FROZEN = ("seed_everything", "model.", "data.")
 # ... except these, which change nothing the checkpoint holds.
 UNFROZEN = ("model.sample_every_n_steps", "model.num_grid_samples", "data.root",
             "data.download", "data.num_workers")

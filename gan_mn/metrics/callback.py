@@ -23,7 +23,7 @@ from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.metrics.fidelity import (
     DEFAULT_CACHE_DIR,
     MetricsError,
-    check_extractor,
+    check_extractor_weights,
     compute_metrics,
     generate,
     load_plugin,
@@ -79,7 +79,7 @@ class FidelityCallback(Callback):
         self._last_step = -1
         if every_n_steps:  # fail at start-up, not hours into the run
             load_plugin(extractor_plugin)
-            check_extractor(feature_extractor)
+            check_extractor_weights(feature_extractor, feature_extractor_weights_path)
 
     @property
     def enabled(self) -> bool:

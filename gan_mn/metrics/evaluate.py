@@ -9,7 +9,12 @@ from typing import Any
 import torch
 
 from gan_mn.data import GANDataModule, UInt8Images
-from gan_mn.metrics.fidelity import DEFAULT_CACHE_DIR, compute_metrics, load_plugin
+from gan_mn.metrics.fidelity import (
+    DEFAULT_CACHE_DIR,
+    check_extractor_weights,
+    compute_metrics,
+    load_plugin,
+)
 from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, Protocol, parse_metrics
 from gan_mn.training import load_run
 
@@ -45,6 +50,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, num_samples: int = 10000,
     """Metric values and the protocol that produced them, as one flat record."""
     names = parse_metrics(metrics)
     load_plugin(extractor_plugin)
+    check_extractor_weights(feature_extractor, feature_extractor_weights)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     run = load_run(checkpoint, map_location=device)
     generator = run.gan.generator.to(device)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 
 import torch
 import torch_fidelity
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torch_fidelity.generative_model_modulewrapper import GenerativeModelModuleWrapper
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor
 
 from gan_mn.images import to_uint8
 from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NORM_MODES, Protocol, parse_metrics
@@ -111,6 +113,25 @@ def check_extractor(name: str) -> None:
         known = ", ".join(sorted(FEATURE_EXTRACTORS_REGISTRY))
         raise MetricsError(f"unknown feature extractor {name!r} (registered: {known}); "
                            "a custom one needs its extractor plugin")
+
+
+def check_extractor_weights(name: str, weights_path: str | None) -> None:
+    """The extractor's weights load (downloading them on first use, as torch-fidelity
+    does): checked at start-up, not at the first evaluation hours later."""
+    check_extractor(name)
+    if weights_path and not Path(weights_path).expanduser().is_file():
+        raise MetricsError(f"feature extractor weights {weights_path} do not exist")
+    features = FEATURE_EXTRACTORS_REGISTRY[name].get_provided_features_list()
+    try:
+        create_feature_extractor(name, [features[0]], cuda=False, verbose=False,
+                                 feature_extractor_weights_path=weights_path)
+    except (OSError, URLError) as err:  # no network, no such file, refused download
+        reason = " ".join(str(getattr(err, "reason", err)).split())
+        raise MetricsError(
+            f"the weights of feature extractor {name!r} cannot be loaded ({reason}); offline, "
+            "pass a weights file (fit: --metrics.feature_extractor_weights_path, evaluate: "
+            "--feature-extractor-weights) or register another extractor with a plugin "
+            "(--metrics.extractor_plugin / --extractor-plugin)") from None
 
 
 def reference_cache_name(reference_key: str, extractor: str, weights_path: str | None) -> str:
@@ -208,6 +229,7 @@ __all__ = [
     "MetricsError",
     "UInt8Generator",
     "check_extractor",
+    "check_extractor_weights",
     "compute_metrics",
     "fidelity_kwargs",
     "generate",

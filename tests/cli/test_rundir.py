@@ -143,3 +143,27 @@ def test_only_existing_commands_are_offered(capsys: pytest.CaptureFixture[str]) 
         in error(capsys)
     assert main(["--help"]) == 0
     assert "validate" not in capsys.readouterr().out
+
+
+def test_unavailable_extractor_weights_fail_at_start(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metrics with torch-fidelity's Inception offline: one line before step 1 that says
+    what to pass, not a urlopen error at the first evaluation."""
+    from urllib.error import URLError
+
+    import torch_fidelity.feature_extractor_inceptionv3 as inception
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(inception, "load_state_dict_from_url", offline)
+    out = tmp_path / "out"
+    assert fit(out, "--metrics.every_n_steps", "2") == 2
+    message = error(capsys)
+    assert "feature extractor 'inception-v3-compat' cannot be loaded" in message
+    assert "--metrics.feature_extractor_weights_path" in message
+    assert not out.exists()
+    assert fit(out, "--metrics.every_n_steps", "2", "--metrics.feature_extractor_weights_path",
+               str(tmp_path / "missing.pth")) == 2
+    assert "missing.pth do not exist" in error(capsys)
