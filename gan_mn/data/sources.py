@@ -8,7 +8,9 @@ metrics exactly the images the model trains on.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,16 +88,18 @@ def load_image_folder(root: str | Path, image_size: int = 32) -> Tensor:
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                   and p.is_file())
+    paths = _image_files(folder)
     if not paths:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {folder}")
     images, bad = [], []
     for path in paths:
         try:
-            with Image.open(path) as img:
-                images.append(_square(img.convert("RGB"), image_size))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            with warnings.catch_warnings():  # an oversized image is one more bad file
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    images.append(_square(_rgb8(img), image_size))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError, Image.DecompressionBombWarning):
             bad.append(path)
     if bad:
         shown = ", ".join(str(p) for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
@@ -104,6 +108,37 @@ def load_image_folder(root: str | Path, image_size: int = 32) -> Tensor:
     if not images:
         raise DataError(f"none of the {len(paths)} image files under {folder} could be read")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder``, following symlinked folders (each real folder once,
+    so a link to a parent does not loop), sorted by path."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [Path(top) / f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS
+                  and (Path(top) / f).is_file()]
+    return sorted(found)
+
+
+def _rgb8(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode PIL reads. High-bit-depth grayscale (16-bit PNGs open as
+    ``I;16`` or ``I``) is scaled to 8 bits: ``convert("RGB")`` would clip it to white."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img, dtype=np.float64)
+        wide = img.mode.startswith("I;16") or values.max(initial=0.0) > 255
+        values = values / 257.0 if wide else values  # 65535 -> 255
+        img = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0  # [0, 1] floats or 0-255
+        img = Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8))
+    return img.convert("RGB")
 
 
 def _square(img: Image.Image, size: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import logging
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,29 @@ def test_reference_key_tracks_content_not_just_the_name(tmp_path: Path) -> None:
     next(b.rglob("*.png")).unlink()
     assert key_a != GANDataModule("imagefolder", root=str(b)).reference_key()
     assert key_a != GANDataModule("imagefolder", root=str(a), image_size=16).reference_key()
+
+
+def test_image_folder_decodes_what_users_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """16-bit grayscale and palette PNGs become the right 8-bit RGB; symlinked folders are
+    followed once (a link to a parent does not loop); an oversized image (a decompression
+    bomb) is skipped with the counted warning, not a failure."""
+    from PIL import Image
+
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    Image.fromarray(np.full((32, 32), 32768, dtype=np.uint16)).save(real / "gray16.png")
+    Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8)).convert("P").save(
+        real / "palette.png")
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "linked").symlink_to(real, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(root / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 64x64 is > 2x that: a "bomb"
+    with caplog.at_level("WARNING"):
+        images = load_image_folder(root, 32)
+    assert images.shape == (2, 3, 32, 32)
+    means = sorted(float(m) for m in images.float().mean((1, 2, 3)))
+    assert means == pytest.approx([128, 200], abs=1.5)  # 32768/257, not clipped to 255
+    assert "skipped 1 of 3 files" in caplog.text and "huge.png" in caplog.text
