@@ -21,6 +21,25 @@ class SlowDown(Callback):
         time.sleep(self.seconds)
 
 
+class SlowClock:
+    """A clock that only :class:`SlowEvaluation` moves on (in-process runs)."""
+
+    offset = 0.0
+
+    @classmethod
+    def perf_counter(cls) -> float:
+        return time.perf_counter() + cls.offset
+
+
+class SlowEvaluation(Callback):
+    """Takes 100 s of :class:`SlowClock` time after every step, as a long evaluation or
+    checkpoint write would, without sleeping."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        SlowClock.offset += 100.0
+
+
 class PoisonAt(Callback):
     """Turns the generator's weights into NaN before generator step ``step`` (0-based
     ``global_step``), as a diverging run would."""

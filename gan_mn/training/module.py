@@ -104,6 +104,12 @@ class GAN(pl.LightningModule):
                 torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=tuple(h.betas))]
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._step(batch, batch_idx)
+        # Training time: this step only. Callbacks (evaluations, checkpoint writes) run
+        # after it and data loading before it; the first step's compilation counts.
+        self.train_seconds += time.perf_counter() - self._batch_start
+
+    def _step(self, batch: Tensor, batch_idx: int) -> None:
         h = self.hparams
         opt_g, opt_d = self.optimizers()
         real = batch
@@ -171,9 +177,7 @@ class GAN(pl.LightningModule):
         self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Training time (for time-to-FID plots: metrics and data loading excluded), then
-        the sample grid when due."""
-        self.train_seconds += time.perf_counter() - self._batch_start
+        """Training time so far (for time-to-FID plots), then the sample grid when due."""
         self.log("time/train_seconds", self.train_seconds)
         n, step = self.hparams.sample_every_n_steps, self.global_step
         if n and step % n == 0 and step != self._last_grid_step:

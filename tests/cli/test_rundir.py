@@ -167,3 +167,21 @@ def test_unavailable_extractor_weights_fail_at_start(tmp_path: Path,
     assert fit(out, "--metrics.every_n_steps", "2", "--metrics.feature_extractor_weights_path",
                str(tmp_path / "missing.pth")) == 2
     assert "missing.pth do not exist" in error(capsys)
+
+
+def test_train_seconds_count_training_steps_only(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callbacks that take 100 s after every step (as an evaluation or a checkpoint write
+    may) add nothing to time/train_seconds."""
+    import types
+
+    import gan_mn.training.module as module
+    from tests.callbacks import SlowClock
+
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=SlowClock.perf_counter))
+    assert fit(tmp_path, "--trainer.callbacks+=tests.callbacks.SlowEvaluation") == 0
+    rows = (tmp_path / "smoke-seed0" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("time/train_seconds")
+    seconds = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
+    assert len(seconds) == 4 and seconds == sorted(seconds)
+    assert seconds[-1] < 100, seconds  # counting the callbacks, it would be > 300
