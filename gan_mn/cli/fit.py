@@ -114,7 +114,8 @@ class GANCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self._run_config()
-        label = cfg.model.label or default_label(cfg.model.g_norm, cfg.model.d_norm)
+        label = cfg.model.label or default_label(cfg.model.g_norm, cfg.model.d_norm,
+                                                 cfg.model.norm_kwargs)
         cfg.model.label = label
         cfg.run_name = cfg.run_name or f"{label}-seed{cfg.seed_everything}"
         run_dir = Path(cfg.output_dir) / cfg.run_name

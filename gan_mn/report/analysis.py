@@ -101,7 +101,17 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
         if same:
             raise ReportError(f"{run.path} and {same[0].path} are both {run.label} seed "
                               f"{run.seed}: give each run once")
-        groups.setdefault(run.label, []).append(run)
+        first = groups.setdefault(run.label, [run])[0]
+        if first is not run:
+            groups[run.label].append(run)
+        differ = sorted(k for k in set(first.settings) | set(run.settings)
+                        if first.settings.get(k) != run.settings.get(k))
+        if differ:
+            detail = ", ".join(f"{k} {first.settings.get(k)!r} vs {run.settings.get(k)!r}"
+                               for k in differ)
+            raise ReportError(f"{first.path} and {run.path} are both labelled {run.label!r} "
+                              f"but differ in {detail}: seeds of one group must share their "
+                              "settings (give the runs distinct --model.label)")
     for members in groups.values():
         members.sort(key=lambda r: r.seed)
     if reference is None:

@@ -27,6 +27,7 @@ class RunLog:
     path: Path
     label: str
     seed: int
+    settings: dict[str, object] = field(default_factory=dict)  # what defines the model
     columns: dict[str, dict[int, float]] = field(default_factory=dict)
     train_seconds: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
@@ -58,7 +59,22 @@ def _float(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _config(run_dir: Path) -> tuple[str, int]:
+# Model options that change no result (schedules of sample grids, the kernel choice).
+COSMETIC = ("label", "sample_every_n_steps", "num_grid_samples")
+
+
+def _settings(config: dict) -> dict[str, object]:
+    """The settings that define a run's model and data (not its label or schedules)."""
+    model = {k: v for k, v in (config.get("model") or {}).items() if k not in COSMETIC}
+    norm_kwargs = {kind: {k: v for k, v in (opts or {}).items() if k not in ("kernels", "fused")}
+                   for kind, opts in (model.get("norm_kwargs") or {}).items()}
+    model["norm_kwargs"] = {kind: opts for kind, opts in norm_kwargs.items() if opts} or None
+    data = config.get("data") or {}
+    return {**{f"model.{k}": v for k, v in model.items()},
+            **{f"data.{k}": data.get(k) for k in ("dataset", "image_size", "batch_size")}}
+
+
+def _config(run_dir: Path) -> tuple[str, int, dict[str, object]]:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ReportError(f"{run_dir}: no config.yaml (compare reads the run's label and seed "
@@ -72,7 +88,7 @@ def _config(run_dir: Path) -> tuple[str, int]:
     if not label or not isinstance(seed, int) or isinstance(seed, bool):
         raise ReportError(f"{path}: needs model.label and an integer seed_everything "
                           f"(found label={label!r}, seed_everything={seed!r})")
-    return str(label), seed
+    return str(label), seed, _settings(config)
 
 
 def read_run(run_dir: str | Path) -> RunLog:
@@ -85,8 +101,8 @@ def read_run(run_dir: str | Path) -> RunLog:
         hint = (" (it has a wandb run, which compare does not read: keep the CSV logger on, "
                 "as `gan-mn fit` does by default)" if (run_dir / "wandb").is_dir() else "")
         raise ReportError(f"{run_dir}: no metrics.csv{hint}")
-    label, seed = _config(run_dir)
-    log = RunLog(run_dir, label, seed)
+    label, seed, settings = _config(run_dir)
+    log = RunLog(run_dir, label, seed, settings)
     seconds: dict[int, float] = {}
     with open(csv_path, newline="") as f:
         for row in csv.DictReader(f):

@@ -26,17 +26,42 @@ from gan_mn.training.faults import FiniteWatch, check_state_finite
 from gan_mn.training.losses import LOSS_KINDS, LossKind, discriminator_loss, generator_loss
 
 
-def default_label(g_norm: str | Sequence[str], d_norm: str | Sequence[str]) -> str:
+def default_label(g_norm: str | Sequence[str], d_norm: str | Sequence[str],
+                  norm_kwargs: dict[str, dict[str, Any]] | None = None) -> str:
     """Run label from the norms: ``bn``, ``mn-g`` (MN in G only), ``mn-gd``, ``none``, or
-    a spelled-out mix such as ``g-mn+bn_d-bn``."""
+    a spelled-out mix such as ``g-mn+bn_d-bn``; then each norm option that differs from
+    the layer's default, so that settings that differ get names that differ
+    (``mn-g-k5``, ``mn-g-em3``, ``bn-momentum0.01``)."""
     g = {g_norm} if isinstance(g_norm, str) else set(g_norm)
     d = {d_norm} if isinstance(d_norm, str) else set(d_norm)
     if g == d and len(g) == 1:
         kind = next(iter(g))
-        return f"{kind}-gd" if kind == "mn" else kind
-    if g == {"mn"} and d <= {"bn", "none"}:
-        return "mn-g"
-    return f"g-{'+'.join(sorted(g))}_d-{'+'.join(sorted(d))}"
+        label = f"{kind}-gd" if kind == "mn" else kind
+    elif g == {"mn"} and d <= {"bn", "none"}:
+        label = "mn-g"
+    else:
+        label = f"g-{'+'.join(sorted(g))}_d-{'+'.join(sorted(d))}"
+    return label + "".join(f"-{part}" for part in norm_option_names(g | d, norm_kwargs))
+
+
+def norm_option_names(kinds: set[str], norm_kwargs: dict[str, dict[str, Any]] | None
+                      ) -> list[str]:
+    """``k5``, ``em3``, ``momentum0.01``...: the options of the used norm kinds that are not
+    their layers' defaults (``kernels``, which changes no result, left out)."""
+    from inspect import signature
+
+    from gan_mn.norm import MixtureNorm2d
+
+    short = {"num_components": "k", "em_iters": "em"}
+    parts = []
+    for kind in sorted(kinds & set(norm_kwargs or {})):
+        layer = MixtureNorm2d if kind == "mn" else nn.BatchNorm2d
+        defaults = {n: p.default for n, p in signature(layer).parameters.items()}
+        for key, value in sorted((norm_kwargs or {})[kind].items()):
+            if key != "kernels" and defaults.get(key, object()) != value:
+                prefix = "" if kind == "mn" or len(kinds) == 1 else f"{kind}-"
+                parts.append(f"{prefix}{short.get(key, key)}{value}")
+    return parts
 
 
 class GAN(pl.LightningModule):
@@ -80,7 +105,7 @@ class GAN(pl.LightningModule):
             raise ValueError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, "
                              f"got {sorted(unknown)}")
         self.save_hyperparameters()
-        self.label = label or default_label(g_norm, d_norm)
+        self.label = label or default_label(g_norm, d_norm, norm_kwargs)
         try:  # check every option given, even for a kind no layer uses yet
             for kind, kwargs in (norm_kwargs or {}).items():
                 make_norm(kind, 4, **kwargs)

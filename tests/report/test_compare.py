@@ -79,6 +79,24 @@ def test_group_that_never_reaches(tmp_path: Path) -> None:
     assert mn["speedup_steps"] is None
 
 
+def test_runs_with_one_label_but_different_settings_are_not_pooled(tmp_path: Path) -> None:
+    """K=3 and K=5 runs both labelled mn-g are not seeds of one group."""
+    runs = [write_run(tmp_path / "a", "mn-g", 0, {100: 40}),
+            write_run(tmp_path / "b", "mn-g", 1, {100: 41})]
+    for run, k in zip(runs, (3, 5), strict=True):
+        config = run / "config.yaml"
+        config.write_text(config.read_text() + f"  norm_kwargs:\n    mn:\n"
+                          f"      num_components: {k}\n      kernels: eager\n")
+    with pytest.raises(ValueError, match=r"both labelled 'mn-g' but differ in "
+                                         r"model.norm_kwargs .*num_components': 3.* vs .*5"):
+        build_report([read_run(r) for r in runs])
+    # the kernel choice changes no result: those runs do pool
+    (runs[1] / "config.yaml").write_text((runs[1] / "config.yaml").read_text()
+                                         .replace("num_components: 5", "num_components: 3")
+                                         .replace("kernels: eager", "kernels: inductor"))
+    assert build_report([read_run(r) for r in runs]).summary["groups"]["mn-g"]["seeds"] == [0, 1]
+
+
 def test_resumed_rows_keep_the_last_value(tmp_path: Path) -> None:
     run = write_run(tmp_path, "bn", 0, {100: 40, 200: 30},
                     extra_rows=f",35,,,{200},\n")  # a resumed run logged step 200 again

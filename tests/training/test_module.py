@@ -85,6 +85,13 @@ def test_labels_from_norms() -> None:
     assert default_label("bn", "bn") == "bn"
     assert default_label("mn", "bn") == "mn-g"
     assert default_label("mn", "mn") == "mn-gd"
+    # norm options that are not the defaults make the name (kernels changes no result)
+    assert default_label("mn", "bn", {"mn": {"num_components": 5}}) == "mn-g-k5"
+    assert default_label("mn", "bn", {"mn": {"num_components": 3, "em_iters": 3,
+                                             "kernels": "eager"}}) == "mn-g-em3"
+    assert default_label("bn", "bn", {"mn": {"num_components": 5}}) == "bn"  # MN unused
+    assert default_label("bn", "bn", {"bn": {"momentum": 0.01}}) == "bn-momentum0.01"
+    assert default_label("mn", "bn", {"bn": {"momentum": 0.01}}) == "mn-g-bn-momentum0.01"
     assert default_label(["mn", "bn", "mn"], "bn") == "g-bn+mn_d-bn"
 
 
