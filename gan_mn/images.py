@@ -28,16 +28,34 @@ def grid_image(images: Tensor) -> Tensor:
     return make_grid(images.cpu(), nrow=nrow, padding=2)
 
 
+# The image formats a file name may ask for, by suffix.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_format(path: str | Path) -> str:
+    """PIL's format name for ``path``'s suffix; ValueError (one line) for any other."""
+    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: the file name must end in one of "
+                         f"{', '.join(IMAGE_FORMATS)} (the format written)")
+    return fmt
+
+
 def save_png(image: Tensor, path: str | Path) -> Path:
-    """Write a ``uint8`` ``(3, H, W)`` image as PNG atomically (temporary file, then
-    rename), creating the folder; a kill never leaves a half-written file."""
+    """Write a ``uint8`` ``(3, H, W)`` image atomically (temporary file, then rename,
+    which never leaves a half-written file, nor the temporary one), creating the folder,
+    in the format the suffix names (PNG for training's own files)."""
     from PIL import Image
 
     path = Path(path)
+    fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

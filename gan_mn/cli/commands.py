@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gan_mn.images import grid_image, save_png
+from gan_mn.images import grid_image, image_format, save_png
 from gan_mn.metrics import DEFAULT_CACHE_DIR, DEFAULT_EXTRACTOR
 from gan_mn.metrics.evaluate import evaluate_checkpoint
 from gan_mn.metrics.fidelity import generate
@@ -80,7 +80,7 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--num", type=int, default=64)
     out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("--out", help="one PNG grid")
+    out.add_argument("--out", help="one grid image (.png, .jpg or .webp, by its name)")
     out.add_argument("--out-dir", help="a new folder of individual PNGs (for other FID tools)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--norm-mode", choices=("running", "batch"), default="running")
@@ -96,6 +96,8 @@ def sample_main(argv: list[str]) -> int:
     if a.out_dir and Path(a.out_dir).exists() and any(Path(a.out_dir).iterdir()):
         raise ValueError(f"--out-dir {a.out_dir} exists and is not empty")
     out = Path(a.out or a.out_dir)
+    if a.out:
+        image_format(a.out)  # before the (slow) sampling: a name we can honour
     try:  # before the (slow) sampling: is there somewhere to write?
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

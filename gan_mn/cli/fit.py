@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import warnings
+from inspect import signature
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from gan_mn.cli.rundir import (
 )
 from gan_mn.data import GANDataModule
 from gan_mn.metrics import FidelityCallback
+from gan_mn.norm import MixtureNorm2d
 from gan_mn.training import GAN, default_label
 from gan_mn.training.distributed import NormSync
 from gan_mn.training.faults import AtomicCheckpointIO, PreemptionCheckpoint, RNGState
@@ -56,7 +58,16 @@ class RunConfig(SaveConfigCallback):
         """Deferred to :meth:`on_train_start`."""
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().setup(trainer, pl_module, "fit")
+        super().setup(trainer, pl_module, "fit")  # calls save_config on rank 0
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                    stage: str) -> None:
+        """The whole resolved config (trainer, metrics protocol, EMA...) on the wandb run,
+        so that the dashboard describes the run by itself."""
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.config.update({"config": _plain(self.config.as_dict())},
+                                                allow_val_change=True)
         if self.changes is not None and trainer.is_global_zero:
             record_resume(Path(trainer.log_dir or "."), trainer.global_step, self.changes)
 
@@ -170,7 +181,8 @@ class GANCLI(LightningCLI):
                 remove_run_files(self.run_dir)
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = make_loggers(self.run_dir, cfg.run_name, cfg.wandb.project,
-                                            cfg.wandb.mode)
+                                            cfg.wandb.mode, group=cfg.model.label,
+                                            tags=_norm_tags(cfg.model))
         callbacks = list(trainer_cfg.get("callbacks") or [])
         if metrics.enabled and "fid" in metrics.metrics:
             fid_key = metrics.protocol(self.datamodule.reference_name()).fid_key()
@@ -211,6 +223,19 @@ class GANCLI(LightningCLI):
         step = int(torch.load(path, map_location="cpu", weights_only=False,
                               mmap=True).get("global_step", 0))
         truncate_metrics(self.run_dir / "metrics.csv", step)
+
+
+def _norm_tags(model: Any) -> list[str]:
+    """wandb tags: the norms of G and D and MN's component count, to filter runs by."""
+    def kinds(norm: Any) -> str:
+        return norm if isinstance(norm, str) else "+".join(sorted(set(norm)))
+
+    tags = [f"G:{kinds(model.g_norm)}", f"D:{kinds(model.d_norm)}"]
+    if "mn" in f"{kinds(model.g_norm)}+{kinds(model.d_norm)}":
+        options = (model.norm_kwargs or {}).get("mn") or {}
+        default = signature(MixtureNorm2d).parameters["num_components"].default
+        tags.append(f"K={options.get('num_components', default)}")
+    return tags
 
 
 def _plain(tree: Any) -> Any:

@@ -191,9 +191,11 @@ def truncate_metrics(metrics_file: Path, step: int) -> int:
     return len(rows) - len(keep)
 
 
-def wandb_logger(run_dir: Path, run_name: str, project: str, mode: str) -> Logger | None:
+def wandb_logger(run_dir: Path, run_name: str, project: str, mode: str,
+                 group: str | None = None, tags: list[str] | None = None) -> Logger | None:
     """WandbLogger for the run, resuming the same wandb run id on resume. ``online``
-    without a wandb login falls back to ``offline``, saying so."""
+    without a wandb login falls back to ``offline``, saying so. ``group`` (the run's
+    setting) puts the seeds of one setting together on the dashboard."""
     if mode == "disabled":
         return None
     if mode == "online" and not _wandb_logged_in():
@@ -209,7 +211,7 @@ def wandb_logger(run_dir: Path, run_name: str, project: str, mode: str) -> Logge
         run_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run_id + "\n")
     return WandbLogger(name=run_name, project=project, save_dir=str(run_dir), id=run_id,
-                       offline=mode == "offline", resume="allow")
+                       offline=mode == "offline", resume="allow", group=group, tags=tags)
 
 
 def _wandb_logged_in() -> bool:
@@ -226,10 +228,11 @@ def _wandb_logged_in() -> bool:
         return False
 
 
-def make_loggers(run_dir: Path, run_name: str, project: str, wandb_mode: str) -> list[Any]:
+def make_loggers(run_dir: Path, run_name: str, project: str, wandb_mode: str,
+                 group: str | None = None, tags: list[str] | None = None) -> list[Any]:
     """CSV first (so ``trainer.log_dir`` is the run directory), then wandb."""
     loggers: list[Any] = [RunCSVLogger(run_dir)]
-    wb = wandb_logger(run_dir, run_name, project, wandb_mode)
+    wb = wandb_logger(run_dir, run_name, project, wandb_mode, group, tags)
     if wb is not None:
         loggers.append(wb)
     return loggers

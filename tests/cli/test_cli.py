@@ -130,6 +130,20 @@ def test_sample_grid_and_folder(trained: Path, tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pngs")]
 
 
+def test_sample_writes_the_format_its_name_asks_for(trained: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    assert main(["sample", str(trained / "last.ckpt"), "--num", "4", "--out",
+                 str(tmp_path / "grid.jpg")]) == 0
+    assert Image.open(tmp_path / "grid.jpg").format == "JPEG"
+    assert main(["sample", str(trained / "last.ckpt"), "--num", "4", "--out",
+                 str(tmp_path / "grid.gif")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must end in one of .png, .jpg, .jpeg, .webp" in err[0]
+    assert not (tmp_path / "grid.gif").exists()
+
+
 @pytest.mark.parametrize("kind", ["missing", "truncated", "foreign"])
 def test_bad_checkpoints_are_one_line_errors(trained: Path, tmp_path: Path, capsys,
                                              kind: str) -> None:

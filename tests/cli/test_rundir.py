@@ -185,3 +185,15 @@ def test_train_seconds_count_training_steps_only(tmp_path: Path,
     seconds = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
     assert len(seconds) == 4 and seconds == sorted(seconds)
     assert seconds[-1] < 100, seconds  # counting the callbacks, it would be > 300
+
+
+def test_wandb_run_is_self_describing(tmp_path: Path) -> None:
+    """The offline wandb run holds the whole resolved config, the setting as its group and
+    the norms as tags (read from wandb's own record file)."""
+    args = [a for a in FAST if a not in ("--wandb.mode", "disabled")]
+    assert main(["fit", "-c", SMOKE, "--output_dir", str(tmp_path), *args,
+                 "--wandb.mode", "offline", "--metrics.num_samples", "123"]) == 0
+    record = next((tmp_path / "smoke-seed0" / "wandb").glob("offline-run-*/run-*.wandb"))
+    data = record.read_bytes()
+    for text in (b"max_steps", b"num_samples", b"G:mn", b"D:bn", b"K=3", b"smoke"):
+        assert text in data, text
