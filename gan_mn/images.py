@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchvision.utils import make_grid
+
+from gan_mn.files import atomic_write
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -47,16 +48,9 @@ def save_png(image: Tensor, path: str | Path) -> Path:
     in the format the suffix names (PNG for training's own files)."""
     from PIL import Image
 
-    path = Path(path)
     fmt = image_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    pixels = Image.fromarray(image.permute(1, 2, 0).numpy())
+    return atomic_write(path, lambda tmp: pixels.save(tmp, format=fmt))
 
 
 def log_image(loggers: Iterable[Any], key: str, path: Path, step: int) -> None:

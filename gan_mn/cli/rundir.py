@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from gan_mn.files import atomic_write
+
 log = logging.getLogger(__name__)
 WANDB_MODES = ("offline", "online", "disabled")
 # What `gan-mn fit` writes into a run directory (and --overwrite removes).
@@ -182,12 +184,13 @@ def truncate_metrics(metrics_file: Path, step: int) -> int:
         fields, rows = reader.fieldnames or [], list(reader)
     keep = [r for r in rows if not r.get("step") or int(float(r["step"])) <= step]
     if len(keep) < len(rows):
-        tmp = metrics_file.with_name(metrics_file.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(keep)
-        os.replace(tmp, metrics_file)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(keep)
+
+        atomic_write(metrics_file, write)
     return len(rows) - len(keep)
 
 

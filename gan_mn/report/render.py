@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def plot(report: Report, key: str, x: str, path: Path) -> None:
@@ -40,7 +31,7 @@ def plot(report: Report, key: str, x: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -75,7 +66,7 @@ def plot_speedup(report: Report, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -242,7 +233,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
     plot_speedup(report, path)
     written.append(path)
     text = json.dumps(report.summary, indent=2, allow_nan=False) + "\n"
-    _atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
+    atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     md = markdown(report)
-    _atomic_write(out / "report.md", lambda tmp: tmp.write_text(md))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(md))
     return [*written, out / "report.json", out / "report.md"]

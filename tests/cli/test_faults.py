@@ -178,7 +178,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path,
     io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
 
     def dies_half_way(obj: Any, f: Any) -> None:
-        f.write(b"\x80\x02partial")
+        Path(f).write_bytes(b"\x80\x02partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dies_half_way)

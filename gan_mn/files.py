@@ -1,0 +1,36 @@
+"""``atomic_write``: the one way gan-mn writes a file that must never be seen half-written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, writer: Callable[[Path], object],
+                 durable: bool = False) -> Path:
+    """``writer(tmp)`` fills a temporary file beside ``path``, which is then renamed onto
+    it: a reader, a kill or a failed write sees the old complete file or the new one,
+    never a partial one, and no temporary file is left behind. ``durable`` also fsyncs
+    the file and the rename (checkpoints). Creates the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        writer(tmp)
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        _fsync(path.parent)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
