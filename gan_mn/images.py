@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
 
 
@@ -37,7 +38,7 @@ def image_format(path: str | Path) -> str:
     """PIL's format name for ``path``'s suffix; ValueError (one line) for any other."""
     fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: the file name must end in one of "
+        raise UserError(f"{path}: the file name must end in one of "
                          f"{', '.join(IMAGE_FORMATS)} (the format written)")
     return fmt
 

@@ -1,11 +1,14 @@
 """The ``gan-mn`` command: ``fit`` (LightningCLI) and ``evaluate``, ``sample``, ``compare``.
 
-Errors the user can fix (bad data, settings, checkpoints, paths) end with one line on
-stderr and exit status 2, not a traceback; ``GAN_MN_DEBUG=1`` shows the traceback.
+Errors the user can fix (``UserError``: bad data, settings, checkpoints, paths; and the
+file-system errors a user causes) end with one line on stderr and exit status 2, not a
+traceback; ``GAN_MN_DEBUG=1`` shows the traceback. Anything else is a bug: it keeps its
+traceback and exits 1.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from argparse import ArgumentError
@@ -20,15 +23,19 @@ USAGE = """usage: gan-mn {fit,evaluate,sample,compare} ...
 """
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from gan_mn.cli.fit import RunError
-    from gan_mn.data import DataError
-    from gan_mn.metrics import MetricsError
-    from gan_mn.report import ReportError
-    from gan_mn.training import CheckpointError
+# File-system errors that come from what the user asked for (a path, a full disk).
+USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
+               errno.EEXIST, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}
 
-    return (RunError, DataError, MetricsError, CheckpointError, ReportError, ValueError,
-            OSError, ArgumentError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from gan_mn.errors import UserError
+
+    return (UserError, ArgumentError, OSError)
+
+
+def _is_user_error(err: BaseException) -> bool:
+    return not isinstance(err, OSError) or err.errno in USER_ERRNOS
 
 
 def _stopped_by_signal() -> type[BaseException]:
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         GANCLI(args=None if from_sys else argv)
         return 0
     except _user_errors() as err:
-        if os.environ.get("GAN_MN_DEBUG"):
+        if os.environ.get("GAN_MN_DEBUG") or not _is_user_error(err):
             raise
         hint = f" (see `gan-mn {command} --help`)" if isinstance(err, ArgumentError) else ""
         print(f"gan-mn: error: {_one_line(err)}{hint}", file=sys.stderr)

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from gan_mn.errors import UserError
 from gan_mn.images import grid_image, image_format, save_png
 from gan_mn.metrics import DEFAULT_CACHE_DIR, DEFAULT_EXTRACTOR
 from gan_mn.metrics.evaluate import evaluate_checkpoint
@@ -46,7 +47,7 @@ def evaluate_main(argv: list[str]) -> int:
     a = evaluate_parser().parse_args(argv)
     log_path = Path(a.checkpoint).expanduser().parent / "evaluations.jsonl"
     if log_path.parent.is_dir() and not os.access(log_path.parent, os.W_OK):
-        raise ValueError(f"cannot append to {log_path}: {log_path.parent} is not writable "
+        raise UserError(f"cannot append to {log_path}: {log_path.parent} is not writable "
                          "(copy the checkpoint somewhere writable)")
     record = evaluate_checkpoint(
         a.checkpoint, num_samples=a.num_samples, metrics=a.metrics,
@@ -92,16 +93,16 @@ def sample_parser() -> argparse.ArgumentParser:
 def sample_main(argv: list[str]) -> int:
     a = sample_parser().parse_args(argv)
     if a.num < 1:
-        raise ValueError(f"--num must be positive, got {a.num}")
+        raise UserError(f"--num must be positive, got {a.num}")
     if a.out_dir and Path(a.out_dir).exists() and any(Path(a.out_dir).iterdir()):
-        raise ValueError(f"--out-dir {a.out_dir} exists and is not empty")
+        raise UserError(f"--out-dir {a.out_dir} exists and is not empty")
     out = Path(a.out or a.out_dir)
     if a.out:
         image_format(a.out)  # before the (slow) sampling: a name we can honour
     try:  # before the (slow) sampling: is there somewhere to write?
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ValueError(f"cannot write {out}: {err.strerror or err} "
+        raise UserError(f"cannot write {out}: {err.strerror or err} "
                          f"({out.parent} cannot be created)") from None
     run = load_run(a.checkpoint, map_location=a.device)
     images = generate(run.gan.generator.to(a.device), a.num, a.seed, a.norm_mode, a.batch_size)

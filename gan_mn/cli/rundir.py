@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ UNFROZEN = ("model.sample_every_n_steps", "model.num_grid_samples", "data.root",
 NOT_SETTINGS = ("ckpt_path", "config", "weights_only", "overwrite", "data.seed")
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run that cannot start as asked, with a message meant for the user as is."""
 
 

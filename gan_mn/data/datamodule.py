@@ -51,12 +51,12 @@ class GANDataModule(pl.LightningDataModule):
                  download: bool = True, seed: int = 0) -> None:
         super().__init__()
         if batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (BN/MN need a batch), "
+            raise DataError(f"batch_size must be at least 2 (BN/MN need a batch), "
                              f"got {batch_size}")
         if image_size < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+            raise DataError(f"image_size must be positive, got {image_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise DataError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.images: Tensor | None = None
         self._reference_key: str | None = None

@@ -18,6 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from gan_mn.errors import UserError
+
 log = logging.getLogger(__name__)
 
 CIFAR10_DIR = "cifar-10-batches-py"
@@ -25,7 +27,7 @@ CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["te
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Data that cannot be used, with a message meant for the user as is."""
 
 

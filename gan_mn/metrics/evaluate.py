@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from gan_mn.data import GANDataModule, UInt8Images
+from gan_mn.errors import UserError
 from gan_mn.metrics.fidelity import (
     DEFAULT_CACHE_DIR,
     check_extractor_weights,
@@ -25,7 +26,7 @@ def reference_data(spec: str | None, data_hparams: dict[str, Any] | None, image_
     ``cifar10-test`` or a folder of images."""
     if spec is None:
         if not data_hparams:
-            raise ValueError("the checkpoint does not record its training data; "
+            raise UserError("the checkpoint does not record its training data; "
                              "pass --reference DIR or cifar10-train")
         keep = ("dataset", "root", "split", "image_size", "download")
         hparams = {k: v for k, v in data_hparams.items() if k in keep}

@@ -25,6 +25,7 @@ from torch_fidelity.generative_model_modulewrapper import GenerativeModelModuleW
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
+from gan_mn.errors import UserError
 from gan_mn.images import to_uint8
 from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NORM_MODES, Protocol, parse_metrics
 from gan_mn.norm import revert_sync
@@ -32,7 +33,7 @@ from gan_mn.norm import revert_sync
 DEFAULT_CACHE_DIR = "~/.cache/gan-mn/fidelity"
 
 
-class MetricsError(ValueError):
+class MetricsError(UserError):
     """Metric settings that cannot work, with a message meant for the user as is."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from gan_mn.errors import UserError
+
 METRICS = ("isc", "fid", "kid", "prc")
 DEFAULT_EXTRACTOR = "inception-v3-compat"
 NormMode = Literal["running", "batch"]
@@ -66,6 +68,6 @@ def parse_metrics(metrics: str | list[str] | tuple[str, ...]) -> tuple[str, ...]
     names = [m for m in dict.fromkeys(names) if m]
     bad = [m for m in names if m not in METRICS]
     if bad or not names:
-        raise ValueError(f"metrics must be a non-empty subset of {', '.join(METRICS)}, got "
+        raise UserError(f"metrics must be a non-empty subset of {', '.join(METRICS)}, got "
                          f"{', '.join(bad) or 'nothing'}")
     return tuple(names)

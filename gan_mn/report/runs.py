@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from gan_mn.errors import UserError
 
-class ReportError(ValueError):
+
+class ReportError(UserError):
     """A run directory or option that ``compare`` cannot use; the message says why."""
 
 

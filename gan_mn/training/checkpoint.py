@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
+from gan_mn.errors import UserError
 from gan_mn.training.module import GAN
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used, with a message meant for the user as is."""
 
 

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor, nn
 
+from gan_mn.errors import UserError
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.models import Discriminator, Generator
 from gan_mn.norm import NORM_KINDS, make_norm
@@ -91,18 +92,18 @@ class GAN(pl.LightningModule):
                  sample_every_n_steps: int = 500, num_grid_samples: int = 64) -> None:
         super().__init__()
         if loss not in LOSS_KINDS:
-            raise ValueError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
+            raise UserError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
         if d_steps < 1:
-            raise ValueError(f"d_steps must be at least 1, got {d_steps}")
+            raise UserError(f"d_steps must be at least 1, got {d_steps}")
         if not (lr_g > 0 and lr_d > 0):
-            raise ValueError(f"learning rates must be positive, got lr_g={lr_g}, lr_d={lr_d}")
+            raise UserError(f"learning rates must be positive, got lr_g={lr_g}, lr_d={lr_d}")
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {list(betas)}")
+            raise UserError(f"betas must be two numbers in [0, 1), got {list(betas)}")
         if sample_every_n_steps < 0 or num_grid_samples < 1:
-            raise ValueError("sample_every_n_steps must be >= 0 and num_grid_samples >= 1")
+            raise UserError("sample_every_n_steps must be >= 0 and num_grid_samples >= 1")
         unknown = set(norm_kwargs or {}) - set(NORM_KINDS)
         if unknown:
-            raise ValueError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, "
+            raise UserError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, "
                              f"got {sorted(unknown)}")
         self.save_hyperparameters()
         self.label = label or default_label(g_norm, d_norm, norm_kwargs)
@@ -112,7 +113,9 @@ class GAN(pl.LightningModule):
             self.generator = Generator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs)
             self.discriminator = Discriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs)
         except TypeError as err:  # an unknown option in norm_kwargs
-            raise ValueError(f"invalid norm_kwargs: {err}") from err
+            raise UserError(f"invalid norm_kwargs: {err}") from err
+        except ValueError as err:  # a norm or model option out of range, as the user set it
+            raise UserError(str(err)) from err
         self.register_buffer("fixed_noise", self.generator.sample_latent(num_grid_samples))
         self.automatic_optimization = False
         self._last_grid_step = -1

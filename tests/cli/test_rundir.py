@@ -197,3 +197,26 @@ def test_wandb_run_is_self_describing(tmp_path: Path) -> None:
     data = record.read_bytes()
     for text in (b"max_steps", b"num_samples", b"G:mn", b"D:bn", b"K=3", b"smoke"):
         assert text in data, text
+
+
+def test_an_internal_error_keeps_its_traceback(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug (here a ValueError planted inside training) is not printed as a one-line
+    user error with exit 2: it propagates, so the command shows its traceback (exit 1)."""
+    import gan_mn.training.module as module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("planted internal bug")
+
+    monkeypatch.setattr(module, "discriminator_loss", broken)
+    with pytest.raises(ValueError, match="planted internal bug"):
+        fit(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", (
+        "import sys, gan_mn.training.module as m\n"
+        "def broken(*a, **k): raise ValueError('planted internal bug')\n"
+        "m.discriminator_loss = broken\n"
+        "from gan_mn.cli import main\n"
+        f"sys.exit(main(['fit', '-c', {SMOKE!r}, '--output_dir', {str(tmp_path / 'b')!r}, "
+        f"*{FAST!r}]))")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "planted internal bug" in proc.stderr.strip().splitlines()[-1]

@@ -1,0 +1,12 @@
+"""``UserError``: the one base class of errors a user can fix (bad settings, data, paths).
+
+The ``gan-mn`` command prints these as one line and exits 2; anything else is a bug and
+keeps its traceback (exit 1). A subclass of ``ValueError`` so that library callers
+catching ``ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Something the user asked for cannot be done; the message says why, as is."""
