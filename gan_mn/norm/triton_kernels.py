@@ -53,12 +53,33 @@ def _table(ptr, ks, k_ok, cs, c_ok, C, other):
 
 
 @triton.jit
-def _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, rows, row_ok,
-                C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+def _channel_block(C, K: tl.constexpr, KP: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's block of channels and the component indices, with their masks."""
+    cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = cs < C
+    ks = tl.arange(0, KP)
+    k_ok = ks < K
+    return cs, c_ok, ks, k_ok, k_ok[:, None] & c_ok[None, :]
+
+
+@triton.jit
+def _shifted_means(mean_ptr, ks, k_ok, cs, c_ok, C, c):
+    """A ``(K, C)`` table of means (``x``'s coordinates) as ``[KP, BLOCK_C]`` tile in the
+    shifted coordinates ``x - c`` (zeros outside)."""
+    tmask = k_ok[:, None] & c_ok[None, :]
+    return tl.where(tmask, _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :], 0.0)
+
+
+@triton.jit
+def _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
+                M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
                 K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """``tau`` ``[BLOCK_M, KP]`` of a block of samples (zero outside): all ones
-    (MODE 0, one component), the E-step of mixture ``w, mean, var`` (1), or loaded (2)."""
+    """This program's block of samples (``rows``, ``row_ok``) and their posteriors
+    ``tau`` ``[BLOCK_M, KP]`` (zero outside): all ones (MODE 0, one component), the
+    E-step of mixture ``w, mean, var`` (1), or loaded (2)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
     ks = tl.arange(0, KP)
     k_ok = ks < K
     valid = row_ok[:, None] & k_ok[None, :]
@@ -75,11 +96,9 @@ def _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, rows, row_o
             c_ok = cs < C
             z, c, _, _ = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
                                   L, s_n, s_c, s_l, s_shift)
-            tmask = k_ok[:, None] & c_ok[None, :]
-            mean = tl.where(tmask, _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :],
-                            0.0)
+            mean = _shifted_means(mean_ptr, ks, k_ok, cs, c_ok, C, c)
             var = tl.maximum(_table(var_ptr, ks, k_ok, cs, c_ok, C, 1.0), var_floor)
-            var = tl.where(tmask, var, 1.0)
+            var = tl.where(k_ok[:, None] & c_ok[None, :], var, 1.0)
             d = z[:, None, :] - mean[None, :, :]
             dist += tl.sum(d * d / var[None, :, :], axis=2)
             logdet += tl.sum(tl.log(var), axis=1)
@@ -88,7 +107,7 @@ def _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, rows, row_o
         loglik = tl.where(k_ok[None, :], loglik, float("-inf"))
         e = tl.exp(loglik - tl.max(loglik, axis=1)[:, None])
         tau = tl.where(valid, e / tl.sum(e, axis=1)[:, None], 0.0)
-    return tau
+    return rows, row_ok, tau
 
 
 @triton.jit
@@ -101,13 +120,11 @@ def mn_stats(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
     ``sum tau (z - d)`` and ``sum tau (z - d)^2`` (``d``: the E-step means, shifted, or
     0), written to row ``program_id`` of the partial-sum tables."""
     pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
     ks = tl.arange(0, KP)
     k_ok = ks < K
-    tau = _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, rows, row_ok,
-                      C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
-                      K, KP, MODE, BLOCK_M, BLOCK_C)
+    rows, row_ok, tau = _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
+                                    M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+                                    K, KP, MODE, BLOCK_M, BLOCK_C)
     tl.store(mass_part + pid * K + ks, tl.sum(tau, axis=0), mask=k_ok)
     for c0 in range(0, C, BLOCK_C):
         cs = c0 + tl.arange(0, BLOCK_C)
@@ -116,8 +133,7 @@ def mn_stats(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
                               L, s_n, s_c, s_l, s_shift)
         tmask = k_ok[:, None] & c_ok[None, :]
         if MODE == 1:
-            centre = tl.where(tmask, _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :],
-                              0.0)
+            centre = _shifted_means(mean_ptr, ks, k_ok, cs, c_ok, C, c)
         else:
             centre = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
         d = z[:, None, :] - centre[None, :, :]
@@ -137,11 +153,7 @@ def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr,
     (``x``'s coordinates), biased variances and ``(v + eps)^-1/2``. The moments were
     centred on ``centre`` (``x``'s coordinates) if given, else on ``c``."""
     pid = tl.program_id(0)
-    cs = pid * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = cs < C
-    ks = tl.arange(0, KP)
-    k_ok = ks < K
-    mask = k_ok[:, None] & c_ok[None, :]
+    cs, c_ok, ks, k_ok, mask = _channel_block(C, K, KP, BLOCK_C)
     mass = tl.zeros([KP], dtype=tl.float32)
     s1 = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
     s2 = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
@@ -175,14 +187,11 @@ def mn_output(x_ptr, shift_ptr, tau_ptr, ew_ptr, emean_ptr, evar_ptr,
     """``y = sum_k a_k (x - m_k) r_k gamma + beta`` for a block of samples, with the
     posteriors recomputed from the E-step mixture (``e*``) rather than stored; ``y``
     has the strides of ``x``. Also writes ``a`` ``(M, K)`` for the backward."""
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
     ks = tl.arange(0, KP)
     k_ok = ks < K
-    tau = _posteriors(x_ptr, shift_ptr, tau_ptr, ew_ptr, emean_ptr, evar_ptr, rows, row_ok,
-                      C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
-                      K, KP, MODE, BLOCK_M, BLOCK_C)
+    rows, row_ok, tau = _posteriors(x_ptr, shift_ptr, tau_ptr, ew_ptr, emean_ptr, evar_ptr,
+                                    M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+                                    K, KP, MODE, BLOCK_M, BLOCK_C)
     lam = tl.load(lam_ptr + ks, mask=k_ok, other=1.0)
     a = tau / tl.sqrt(tl.maximum(lam, TINY))[None, :]
     if SAVE_A:
@@ -239,19 +248,14 @@ def mn_grad_tables(p_part, u_part, shift_ptr, mass_ptr, lam_ptr, mean_ptr, rstd_
     """Combine the blocks' sums; weight and bias gradients; the tables of
     ``dx_i = sum_k a_ik (T0_k + z_i T1_k + dy_i T2_k)`` (the closed form of
     :func:`gan_mn.norm.functional.dx_tables`)."""
-    pid = tl.program_id(0)
-    cs = pid * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = cs < C
-    ks = tl.arange(0, KP)
-    k_ok = ks < K
-    mask = k_ok[:, None] & c_ok[None, :]
+    cs, c_ok, ks, k_ok, mask = _channel_block(C, K, KP, BLOCK_C)
     p = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
     u = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
     for b in range(0, B):
         p += _table(p_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
         u += _table(u_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
     c = tl.load(shift_ptr + cs * s_shift, mask=c_ok, other=0.0)
-    mean = tl.where(mask, _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :], 0.0)
+    mean = _shifted_means(mean_ptr, ks, k_ok, cs, c_ok, C, c)
     r = _table(rstd_ptr, ks, k_ok, cs, c_ok, C, 0.0)
     centred = u - mean * p
     root_lam = tl.sqrt(tl.maximum(tl.load(lam_ptr + ks, mask=k_ok, other=0.0), TINY))
