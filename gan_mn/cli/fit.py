@@ -169,8 +169,7 @@ class GANCLI(LightningCLI):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         # Bad data or metric settings fail here, before any logger writes a thing.
         metrics: FidelityCallback = self._get(self.config_init, "metrics")
-        data = self.datamodule.hparams
-        if data.dataset != "cifar10" or not data.download:  # (downloads: in prepare_data)
+        if _launching_process():  # (CIFAR-10 downloads here, once, before any file)
             self.datamodule.load_images()
             metrics.check_data(self.datamodule)
         # Nothing was written so far; from here on this process owns the run directory.

@@ -63,12 +63,21 @@ def load_cifar10(root: str | Path, split: str = "train", download: bool = True) 
 def _download_cifar10(root: Path) -> None:
     from torchvision.datasets import CIFAR10
 
+    created = next((p for p in (root, *root.parents) if p.exists()), None)
     try:
         CIFAR10(str(root), train=True, download=True)
     except Exception as err:  # network errors come in many types (URLError, OSError, HTTP)
+        _remove_new_dirs(root, created)  # a failed download leaves no empty data/ behind
         raise DataError(f"CIFAR-10 is not in {root / CIFAR10_DIR} and downloading it failed "
                         f"({type(err).__name__}: {err}); download cifar-10-python.tar.gz "
                         f"elsewhere and extract it into {root}") from err
+
+
+def _remove_new_dirs(path: Path, existing: Path | None) -> None:
+    """Remove ``path`` and its parents up to ``existing`` if they are (still) empty."""
+    while path != existing and path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        path = path.parent
 
 
 def synthetic_images(count: int = 1024, image_size: int = 32, seed: int = 0) -> Tensor:

@@ -220,3 +220,25 @@ def test_an_internal_error_keeps_its_traceback(tmp_path: Path,
         f"*{FAST!r}]))")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
     assert "planted internal bug" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_missing_cifar10_offline_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """No CIFAR-10 and no network: one line, and neither a run directory (wandb-id) nor an
+    empty data folder is left behind."""
+    import urllib.error
+
+    import torchvision.datasets
+
+    class Offline:
+        def __init__(self, root: str, **kwargs: object) -> None:
+            Path(root).mkdir(parents=True, exist_ok=True)  # as torchvision does first
+            raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert fit(out, "--data.dataset", "cifar10", "--data.root", "data/cifar",
+               "--wandb.mode", "offline") == 2
+    assert "downloading it failed" in error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
