@@ -118,6 +118,7 @@ class GANCLI(LightningCLI):
                             help="under DDP, synchronize MN and BN over all processes "
                                  "(SyncMixtureNorm2d, SyncBatchNorm)")
         parser.link_arguments("seed_everything", "data.seed")
+        parser.link_arguments("data.image_size", "model.image_size")
 
     # --- run directory --------------------------------------------------------------------
     def _run_config(self) -> Any:

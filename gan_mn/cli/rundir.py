@@ -37,8 +37,10 @@ FROZEN = ("seed_everything", "model.", "data.")
 # ... except these, which change nothing the checkpoint holds.
 UNFROZEN = ("model.sample_every_n_steps", "model.num_grid_samples", "data.root",
             "data.download", "data.num_workers")
-# ckpt_path and overwrite say how to start; data.seed is linked to seed_everything.
-NOT_SETTINGS = ("ckpt_path", "config", "weights_only", "overwrite", "data.seed")
+# ckpt_path and overwrite say how to start; data.seed and model.image_size are linked
+# to seed_everything and data.image_size.
+NOT_SETTINGS = ("ckpt_path", "config", "weights_only", "overwrite", "data.seed",
+                "model.image_size")
 
 
 class RunError(UserError):

@@ -1,5 +1,5 @@
 """DCGAN models with configurable normalization (torch only)."""
 
-from gan_mn.models.dcgan import Discriminator, Generator
+from gan_mn.models.dcgan import DCGAN_WIDTHS, Discriminator, Generator, dcgan_widths
 
-__all__ = ["Discriminator", "Generator"]
+__all__ = ["DCGAN_WIDTHS", "Discriminator", "Generator", "dcgan_widths"]

@@ -45,8 +45,33 @@ def _init_dcgan(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+# The DCGAN family's image sizes and their default widths (G, D): 64 pixels has one more
+# up-/down-sampling block on each side, as in the DCGAN paper.
+DCGAN_WIDTHS = {32: ((512, 256, 128), (64, 128, 256)),
+                64: ((512, 256, 128, 64), (64, 128, 256, 512))}
+
+
+def dcgan_widths(image_size: int, g_channels: Sequence[int], d_channels: Sequence[int]
+                 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Widths for ``image_size``: the 32-pixel defaults become the 64-pixel ones at 64;
+    other widths must have one block per doubling (ValueError, one line, otherwise)."""
+    if image_size not in DCGAN_WIDTHS:
+        raise ValueError(f"image_size must be one of {sorted(DCGAN_WIDTHS)} for the DCGAN "
+                         f"models, got {image_size}")
+    g32, d32 = DCGAN_WIDTHS[32]
+    g = DCGAN_WIDTHS[image_size][0] if tuple(g_channels) == g32 else tuple(g_channels)
+    d = DCGAN_WIDTHS[image_size][1] if tuple(d_channels) == d32 else tuple(d_channels)
+    for name, widths in (("g_channels", g), ("d_channels", d)):
+        if 4 * 2 ** len(widths) != image_size:
+            raise ValueError(f"{name} {list(widths)} makes {4 * 2 ** len(widths)}-pixel "
+                             f"images, not {image_size}: give "
+                             f"{image_size.bit_length() - 3} widths")
+    return g, d
+
+
 class Generator(nn.Module):
-    """Maps latents ``(N, z_dim)`` to images ``(N, 3, 32, 32)`` in ``[-1, 1]``."""
+    """Maps latents ``(N, z_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]``, with
+    ``S = 4 * 2**len(channels)`` (32 for the DCGAN widths)."""
 
     def __init__(self, z_dim: int = 100, channels: Sequence[int] = (512, 256, 128),
                  out_channels: int = 3, norm: NormSpec = "bn",
@@ -76,7 +101,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Maps images ``(N, 3, 32, 32)`` to logits ``(N,)``."""
+    """Maps images ``(N, 3, S, S)``, ``S = 4 * 2**len(channels)``, to logits ``(N,)``."""
 
     def __init__(self, channels: Sequence[int] = (64, 128, 256), in_channels: int = 3,
                  norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None) -> None:

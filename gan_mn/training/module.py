@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gan_mn.errors import UserError
 from gan_mn.images import grid_image, log_image, save_png
-from gan_mn.models import Discriminator, Generator
+from gan_mn.models import Discriminator, Generator, dcgan_widths
 from gan_mn.norm import NORM_KINDS, make_norm
 from gan_mn.training.distributed import allow_unused_parameters
 from gan_mn.training.faults import FiniteWatch, check_state_finite
@@ -80,6 +80,8 @@ class GAN(pl.LightningModule):
         sample_every_n_steps: save a fixed-noise sample grid every N generator steps
             (0: never); the noise is stored in the checkpoint.
         num_grid_samples: images in that grid.
+        image_size: 32 or 64 (set from ``data.image_size`` by the CLI); at 64 the default
+            widths gain one block on each side, as in the DCGAN paper.
     """
 
     def __init__(self, label: str | None = None, z_dim: int = 100,
@@ -89,7 +91,8 @@ class GAN(pl.LightningModule):
                  norm_kwargs: dict[str, dict[str, Any]] | None = None,
                  loss: LossKind = "ns", lr_g: float = 2e-4, lr_d: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), d_steps: int = 1,
-                 sample_every_n_steps: int = 500, num_grid_samples: int = 64) -> None:
+                 sample_every_n_steps: int = 500, num_grid_samples: int = 64,
+                 image_size: int = 32) -> None:
         super().__init__()
         if loss not in LOSS_KINDS:
             raise UserError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
@@ -110,6 +113,7 @@ class GAN(pl.LightningModule):
         try:  # check every option given, even for a kind no layer uses yet
             for kind, kwargs in (norm_kwargs or {}).items():
                 make_norm(kind, 4, **kwargs)
+            g_channels, d_channels = dcgan_widths(image_size, g_channels, d_channels)
             self.generator = Generator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs)
             self.discriminator = Discriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs)
         except TypeError as err:  # an unknown option in norm_kwargs

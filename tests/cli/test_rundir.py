@@ -242,3 +242,21 @@ def test_missing_cifar10_offline_writes_nothing(tmp_path: Path, monkeypatch: pyt
                "--wandb.mode", "offline") == 2
     assert "downloading it failed" in error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", [16, 64])
+def test_image_sizes_of_the_dcgan_family(tmp_path: Path, size: int,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """64 pixels trains with one more block on each side; sizes the models cannot make
+    are refused in one line before anything is written."""
+    widths = ["--model.g_channels", "[16, 8, 8, 4]", "--model.d_channels", "[4, 8, 8, 16]"]
+    rc = fit(tmp_path / "out", "--data.image_size", str(size), *(widths if size == 64 else []))
+    if size == 16:
+        assert rc == 2 and "image_size must be one of [32, 64]" in error(capsys)
+        assert not (tmp_path / "out").exists()
+        return
+    assert rc == 0
+    from gan_mn.training import load_run
+
+    gan = load_run(tmp_path / "out" / "smoke-seed0" / "last.ckpt").gan
+    assert gan.generator(gan.generator.sample_latent(2)).shape == (2, 3, 64, 64)

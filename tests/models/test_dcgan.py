@@ -49,3 +49,19 @@ def test_training_step_updates_both_networks() -> None:
 def test_bad_configuration_is_a_value_error(build, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_dcgan_widths_for_32_and_64_pixels() -> None:
+    from gan_mn.models import dcgan_widths
+
+    g32, d32 = dcgan_widths(32, (512, 256, 128), (64, 128, 256))
+    assert g32 == (512, 256, 128) and d32 == (64, 128, 256)
+    g64, d64 = dcgan_widths(64, (512, 256, 128), (64, 128, 256))  # defaults gain a block
+    assert g64 == (512, 256, 128, 64) and d64 == (64, 128, 256, 512)
+    g, d = Generator(8, (16, 8, 4, 4)), Discriminator((4, 8, 8, 16))
+    images = g(torch.randn(2, 8))
+    assert images.shape == (2, 3, 64, 64) and d(images).shape == (2,)
+    with pytest.raises(ValueError, match="image_size must be one of"):
+        dcgan_widths(16, (512, 256, 128), (64, 128, 256))
+    with pytest.raises(ValueError, match=r"\[16, 8\] makes 16-pixel images, not 64"):
+        dcgan_widths(64, (16, 8), (64, 128, 256))
