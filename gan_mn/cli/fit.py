@@ -82,6 +82,11 @@ class GANCLI(LightningCLI):
         # Our sampler resumes mid-epoch from Lightning's own batch counter (see
         # GANDataModule.train_dataloader), which Lightning cannot see from the loader.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
+        # One run per directory is ours to enforce (RunLock, run_files); its .lock file
+        # alone would trigger this on every fresh run.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        # Lightning 2.6 on torch >= 2.14, inside Lightning; nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
         # "Seed set to N" on stderr before a one-line error; the seed is in config.yaml
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
         self.lock: RunLock | None = None

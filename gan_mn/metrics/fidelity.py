@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,12 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
                              batch_size=batch_size, kid_subset_size=kid_subset_size,
                              cuda=device.type == "cuda")
     try:
-        result = torch_fidelity.calculate_metrics(
-            input1=wrapper, input1_model_num_samples=protocol.num_samples, **kwargs)
+        with warnings.catch_warnings():
+            # torch-fidelity's reference loader asks for 4 workers whatever the machine;
+            # PyTorch warns about it on small machines, which no user can act on.
+            warnings.filterwarnings("ignore", message="This DataLoader will create")
+            result = torch_fidelity.calculate_metrics(
+                input1=wrapper, input1_model_num_samples=protocol.num_samples, **kwargs)
     finally:
         generator.train(was_training)
     return numbers(protocol, result)

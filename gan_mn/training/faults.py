@@ -112,7 +112,7 @@ class PreemptionCheckpoint(Callback):
         # collective: there Lightning's broadcast stop and on_exception save instead.)
         stop = trainer.received_sigterm and trainer.world_size == 1
         if stop or 0 < trainer.max_steps <= trainer.global_step:
-            trainer.save_checkpoint(self.ckpt_path)
+            trainer.save_checkpoint(self.ckpt_path, weights_only=False)
             self._saved_step = trainer.global_step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -123,7 +123,7 @@ class PreemptionCheckpoint(Callback):
         self._restore_sigint()
         if isinstance(exception, SIGTERMException):
             if self._saved_step != trainer.global_step:  # signalled after our batch end
-                trainer.save_checkpoint(self.ckpt_path)
+                trainer.save_checkpoint(self.ckpt_path, weights_only=False)
             print(f"gan-mn: stopped at step {trainer.global_step}; saved {self.ckpt_path}",
                   flush=True)
 
