@@ -85,13 +85,25 @@ def load_plugin(spec: str | None) -> None:
     with ``torch_fidelity.register_feature_extractor`` can be named."""
     if not spec:
         return
+    before = set(FEATURE_EXTRACTORS_REGISTRY)
+    if _import_plugin(spec) and not set(FEATURE_EXTRACTORS_REGISTRY) - before:
+        raise MetricsError(f"extractor plugin {spec} registered no feature extractor (it "
+                           "must call torch_fidelity.register_feature_extractor)")
+
+
+def _plugin_module_name(path: Path) -> str:
+    return "gan_mn_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+
+
+def _import_plugin(spec: str) -> bool:
+    """Import the plugin; whether its code ran now (not already imported)."""
     path = Path(spec).expanduser()
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
             raise MetricsError(f"extractor plugin {path} does not exist")
-        name = "gan_mn_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+        name = _plugin_module_name(path)
         if name in sys.modules:
-            return
+            return False
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:
             raise MetricsError(f"extractor plugin {path} cannot be imported as Python")
@@ -102,12 +114,15 @@ def load_plugin(spec: str | None) -> None:
         except Exception:
             del sys.modules[name]
             raise
-    else:
-        try:
-            importlib.import_module(spec)
-        except ImportError as err:
-            raise MetricsError(f"extractor plugin {spec!r} is neither a file nor an "
-                               f"importable module ({err})") from err
+        return True
+    if spec in sys.modules:
+        return False
+    try:
+        importlib.import_module(spec)
+    except ImportError as err:
+        raise MetricsError(f"extractor plugin {spec!r} is neither a file nor an "
+                           f"importable module ({err})") from err
+    return True
 
 
 def check_extractor(name: str) -> None:
@@ -218,9 +233,28 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
             warnings.filterwarnings("ignore", message="This DataLoader will create")
             result = torch_fidelity.calculate_metrics(
                 input1=wrapper, input1_model_num_samples=protocol.num_samples, **kwargs)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        cached = sorted(Path(kwargs["cache_root"]).glob(f"{kwargs['input2_cache_name']}-*.pt")
+                        ) if kwargs["input2_cache_name"] else []
+        if not cached or not _unreadable(cached):
+            raise
+        raise MetricsError(f"cached reference statistics cannot be read: "
+                           f"{', '.join(str(p) for p in _unreadable(cached))}; delete them "
+                           "and they are recomputed") from err
     finally:
         generator.train(was_training)
     return numbers(protocol, result)
+
+
+def _unreadable(paths: list[Path]) -> list[Path]:
+    """The cache files among ``paths`` that torch cannot load (truncated, corrupt)."""
+    bad = []
+    for path in paths:
+        try:
+            torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # any failure to load is what we report
+            bad.append(path)
+    return bad
 
 
 def numbers(protocol: Protocol, result: dict[str, Any]) -> dict[str, float]:

@@ -119,6 +119,24 @@ def test_unknown_extractor_and_plugin(tmp_path: Path) -> None:
         load_plugin("no_such_module_xyz")
 
 
+def test_a_plugin_that_registers_nothing_says_so(tmp_path: Path) -> None:
+    plugin = tmp_path / "empty_plugin.py"
+    plugin.write_text("X = 1  # forgot torch_fidelity.register_feature_extractor\n")
+    with pytest.raises(MetricsError, match="registered no feature extractor"):
+        load_plugin(str(plugin))
+
+
+def test_a_corrupt_reference_cache_is_named(images: Tensor, tmp_path: Path) -> None:
+    score(Replay(images), images, tmp_path, num=50)
+    cached = sorted(tmp_path.glob("*.pt"))
+    assert cached
+    for path in cached:
+        path.write_bytes(path.read_bytes()[:100])  # truncated, as by a full disk
+    with pytest.raises(MetricsError, match=r"cached reference statistics cannot be read: "
+                                           r".*delete them"):
+        score(Replay(images), images, tmp_path, num=50)
+
+
 def test_protocol_names_say_what_was_measured() -> None:
     p = Protocol(10000, "train")
     assert p.fid_key() == "fid10k_train" and p.key("inception_score_mean") == "isc10k"
