@@ -41,7 +41,12 @@ from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.training import GAN, default_label
 from gan_mn.training.distributed import NormSync
-from gan_mn.training.faults import AtomicCheckpointIO, PreemptionCheckpoint, RNGState
+from gan_mn.training.faults import (
+    AtomicCheckpointIO,
+    NonFiniteError,
+    PreemptionCheckpoint,
+    RNGState,
+)
 
 
 class RunConfig(SaveConfigCallback):
@@ -95,6 +100,12 @@ class GANCLI(LightningCLI):
                              save_config_callback=RunConfig,
                              save_config_kwargs={"overwrite": True},
                              auto_configure_optimizers=False)
+        except NonFiniteError as err:  # say what the user can do from here
+            last = Path(self.run_dir) / "last.ckpt"
+            hint = (f"the last good checkpoint is {last}: resume it with --ckpt_path last"
+                    if last.is_file() else "no checkpoint was saved before it")
+            raise NonFiniteError(f"{err}; {hint}, or start again with --overwrite true and "
+                                 "other settings (e.g. a lower learning rate)") from None
         finally:  # the process may go on (tests, notebooks): the run directory is free again
             if self.lock is not None:
                 self.lock.release()

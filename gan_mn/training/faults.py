@@ -157,8 +157,7 @@ class FiniteWatch:
         if self.first_bad is not None and (step := int(self.first_bad)) >= 0:
             raise NonFiniteError(
                 f"non-finite loss or normalization statistics at step {step}: training "
-                "stopped and no checkpoint was written after it (resume from the last "
-                "good one with --ckpt_path last, e.g. with a lower learning rate)")
+                "stopped and no checkpoint was written after it")
 
 
 def check_state_finite(state_dict: dict[str, Tensor], step: int) -> None:
@@ -168,5 +167,4 @@ def check_state_finite(state_dict: dict[str, Tensor], step: int) -> None:
     if bad:
         raise NonFiniteError(f"non-finite values at step {step} in {', '.join(bad[:3])}"
                              f"{' ...' if len(bad) > 3 else ''}: training stopped and this "
-                             "checkpoint was not written (resume from the last good one "
-                             "with --ckpt_path last)")
+                             "checkpoint was not written")

@@ -161,12 +161,22 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
     assert rc == 1
     errors = [line for line in err.splitlines() if line.startswith("gan-mn: error:")]
     assert len(errors) == 1 and "non-finite" in errors[0] and "step 7" in errors[0]
+    assert f"the last good checkpoint is {run / 'last.ckpt'}: resume it" in errors[0]
     assert "Traceback" not in err
     good = load(run / "last.ckpt")
     assert good["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values()
                if v.is_floating_point())
     assert not list(run.glob("*step*7*")) and not list(run.glob(".*tmp"))
+
+
+def test_non_finite_before_any_checkpoint_gives_no_resume_hint(data: Path,
+                                                               tmp_path: Path) -> None:
+    rc, err = finish(start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.PoisonAt",
+                           "--trainer.callbacks.init_args.step", "1"))
+    errors = [line for line in err.splitlines() if line.startswith("gan-mn: error:")]
+    assert rc == 1 and len(errors) == 1 and "no checkpoint was saved before it" in errors[0]
+    assert "--ckpt_path last" not in errors[0] and "--overwrite true" in errors[0]
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path,
