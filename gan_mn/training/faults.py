@@ -6,8 +6,10 @@ All of these plug into Lightning's own extension points (CheckpointIO, callbacks
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -21,11 +23,30 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 
+from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
 
 
 class NonFiniteError(RuntimeError):
     """Training produced NaN/Inf; the run stops without writing a checkpoint."""
+
+
+LOW_DISK = 64 * 2**20  # torch.save on a full disk raises a bare RuntimeError: judge by space
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _errno_in_chain(err: BaseException | None, *codes: int) -> bool:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in codes:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -40,7 +61,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp), durable=True)
+        try:
+            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp), durable=True)
+        except (OSError, RuntimeError) as err:
+            free = _free_bytes(Path(path).parent)
+            if not (_errno_in_chain(err, errno.ENOSPC, errno.EDQUOT)
+                    or (free is not None and free < LOW_DISK)):
+                raise
+            kept = f"the previous {Path(path).name} is intact" if Path(path).is_file() else \
+                "no earlier one exists"
+            raise UserError(f"the disk is full ({(free or 0) / 2**20:.0f} MiB free): writing "
+                            f"{path} at step {checkpoint.get('global_step')} failed and {kept}; "
+                            "free some space and resume with --ckpt_path last") from err
 
 
 class RNGState(Callback):

@@ -199,6 +199,32 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path,
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_a_full_disk_is_one_line_naming_the_intact_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save on a full disk raises a bare RuntimeError ("unexpected pos"); the user
+    gets one line that says so and that the previous checkpoint is intact."""
+    import shutil
+
+    from gan_mn.errors import UserError
+    from gan_mn.training.faults import AtomicCheckpointIO
+
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 4, "w": torch.ones(10)}, path)
+
+    def full(obj: Any, f: Any) -> None:
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 0))
+    with pytest.raises(UserError, match=r"the disk is full \(0 MiB free\): writing .*last.ckpt "
+                                        r"at step 8 failed and the previous last.ckpt is intact"):
+        io.save_checkpoint({"global_step": 8, "w": torch.zeros(10)}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["global_step"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 SAVER = """
 import sys, torch
 from gan_mn.training.faults import AtomicCheckpointIO
