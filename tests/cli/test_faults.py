@@ -309,8 +309,15 @@ def test_sample_into_an_unwritable_place_is_one_line(tmp_path: Path, option: str
 
 
 def test_console_script_answers_bad_input_in_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(["gan-mn", "fit", "-c", str(tmp_path / "missing.yaml")],
-                          cwd=tmp_path, capture_output=True, text=True)
+    """The installed `gan-mn` script: the one beside this Python (its environment need
+    not be activated, so PATH may not lead to it)."""
+    import sysconfig
+
+    script = Path(sysconfig.get_path("scripts")) / "gan-mn"
+    assert script.is_file(), f"{script}: is the project installed (pip install -e .)?"
+    proc = subprocess.run([str(script), "fit", "-c", str(tmp_path / "missing.yaml")],
+                          cwd=tmp_path, capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "PATH"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"gan-mn: error: Parser key \"config\": File does not exist: "
