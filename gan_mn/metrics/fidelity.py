@@ -7,7 +7,6 @@ identifies them) and names what comes out (``protocol.Protocol``).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import importlib.util
@@ -28,8 +27,8 @@ from torch_fidelity.utils import create_feature_extractor
 
 from gan_mn.errors import UserError
 from gan_mn.images import to_uint8
-from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NORM_MODES, Protocol, parse_metrics
-from gan_mn.norm import revert_sync
+from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, Protocol, parse_metrics
+from gan_mn.models import NORM_MODES, sampling
 
 DEFAULT_CACHE_DIR = "~/.cache/gan-mn/fidelity"
 
@@ -49,34 +48,20 @@ class UInt8Generator(nn.Module):
         return to_uint8(self.generator(z))
 
 
-def sampler(generator: nn.Module, norm_mode: str) -> nn.Module:
-    """The module to sample with: the generator in eval mode (running statistics), or a
-    train-mode copy (batch statistics) so that sampling never moves its statistics.
-    Callers restore the generator's mode."""
-    if norm_mode not in NORM_MODES:
-        raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {norm_mode!r}")
-    if norm_mode != "batch":
-        return generator.eval()
-    # under DDP the copy samples on one process: plain norm layers, no collectives
-    return revert_sync(copy.deepcopy(generator)).train()
-
-
 @torch.no_grad()
 def generate(generator: nn.Module, num: int, seed: int, norm_mode: str = "running",
              batch_size: int = 100) -> Tensor:
     """``num`` uint8 images ``(num, 3, H, W)`` on the CPU from seeded normal noise."""
     if num < 1:
         raise MetricsError(f"the number of images must be positive, got {num}")
+    if norm_mode not in NORM_MODES:
+        raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {norm_mode!r}")
     device = next(generator.parameters()).device
-    was_training = generator.training
     noise = torch.Generator().manual_seed(seed)
-    model = sampler(generator, norm_mode)
-    try:
+    with sampling(generator, norm_mode) as model:
         chunks = [to_uint8(model(torch.randn(min(batch_size, num - i), generator.z_dim,
                                              generator=noise).to(device))).cpu()
                   for i in range(0, num, batch_size)]
-    finally:
-        generator.train(was_training)
     return torch.cat(chunks)
 
 
@@ -219,18 +204,17 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
     names = validate(protocol, metrics, kid_subset_size, len(reference))
     check_extractor(protocol.feature_extractor)
     device = next(generator.parameters()).device
-    was_training = generator.training
-    wrapper = GenerativeModelModuleWrapper(UInt8Generator(sampler(generator, protocol.norm_mode)),
-                                           z_dim, "normal", 0, make_eval=False)
     kwargs = fidelity_kwargs(reference, reference_key, protocol, names,
                              weights_path=weights_path, cache_dir=cache_dir,
                              batch_size=batch_size, kid_subset_size=kid_subset_size,
                              cuda=device.type == "cuda")
     try:
-        with warnings.catch_warnings():
+        with sampling(generator, protocol.norm_mode) as model, warnings.catch_warnings():
             # torch-fidelity's reference loader asks for 4 workers whatever the machine;
             # PyTorch warns about it on small machines, which no user can act on.
             warnings.filterwarnings("ignore", message="This DataLoader will create")
+            wrapper = GenerativeModelModuleWrapper(UInt8Generator(model), z_dim, "normal", 0,
+                                                   make_eval=False)
             result = torch_fidelity.calculate_metrics(
                 input1=wrapper, input1_model_num_samples=protocol.num_samples, **kwargs)
     except (RuntimeError, EOFError, OSError, ValueError) as err:
@@ -241,8 +225,6 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
         raise MetricsError(f"cached reference statistics cannot be read: "
                            f"{', '.join(str(p) for p in _unreadable(cached))}; delete them "
                            "and they are recomputed") from err
-    finally:
-        generator.train(was_training)
     return numbers(protocol, result)
 
 

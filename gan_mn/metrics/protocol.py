@@ -16,7 +16,6 @@ from gan_mn.errors import UserError
 METRICS = ("isc", "fid", "kid", "prc")
 DEFAULT_EXTRACTOR = "inception-v3-compat"
 NormMode = Literal["running", "batch"]
-NORM_MODES = ("running", "batch")
 
 
 def count_tag(n: int) -> str:

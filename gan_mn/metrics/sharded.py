@@ -39,10 +39,10 @@ from gan_mn.metrics.fidelity import (
     check_extractor,
     fidelity_kwargs,
     numbers,
-    sampler,
     validate,
 )
 from gan_mn.metrics.protocol import Protocol
+from gan_mn.models import sampling
 
 Features = dict[int, dict[str, Tensor]]  # batch index -> layer -> (batch, D)
 
@@ -67,22 +67,17 @@ def compute_metrics_sharded(generator: nn.Module, z_dim: int, reference: Dataset
     layers = {m: resolve_feature_layer_for_metric(m, **kwargs) for m in names}
     extractor = create_feature_extractor(protocol.feature_extractor,
                                          sorted(set(layers.values())), **kwargs)
-    was_training = generator.training
-    model = UInt8Generator(sampler(generator, protocol.norm_mode))
     rng = np.random.RandomState(protocol.seed)
     n, step = protocol.num_samples, kwargs["batch_size"]
     mine: Features = {}
-    try:
-        with torch.no_grad():
-            for b, start in enumerate(range(0, n, step)):
-                noise = NOISE_SOURCE_REGISTRY["normal"](rng, (min(step, n - start), z_dim))
-                if b % world != rank:
-                    continue  # drawn anyway: the stream must stay torch-fidelity's
-                feats = extractor.convert_features_tuple_to_dict(
-                    extractor(model(noise.to(device))))
-                mine[b] = {k: v.cpu() for k, v in feats.items()}
-    finally:
-        generator.train(was_training)
+    with sampling(generator, protocol.norm_mode) as sampler, torch.no_grad():
+        model = UInt8Generator(sampler)
+        for b, start in enumerate(range(0, n, step)):
+            noise = NOISE_SOURCE_REGISTRY["normal"](rng, (min(step, n - start), z_dim))
+            if b % world != rank:
+                continue  # drawn anyway: the stream must stay torch-fidelity's
+            feats = extractor.convert_features_tuple_to_dict(extractor(model(noise.to(device))))
+            mine[b] = {k: v.cpu() for k, v in feats.items()}
     parts = gather(mine)
     if rank != 0:
         return None

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gan_mn.errors import UserError
 from gan_mn.images import grid_image, log_image, save_png
-from gan_mn.models import Discriminator, Generator, dcgan_widths
+from gan_mn.models import Discriminator, Generator, dcgan_widths, sampling
 from gan_mn.norm import NORM_KINDS, make_norm
 from gan_mn.training.distributed import allow_unused_parameters
 from gan_mn.training.faults import FiniteWatch, check_state_finite
@@ -220,13 +220,8 @@ class GAN(pl.LightningModule):
     def save_sample_grid(self, step: int) -> Path:
         """Fixed-noise grid in eval mode (running norm statistics) as
         ``<run dir>/samples/step_XXXXXXX.png``, also sent to the loggers."""
-        generator = self.sampling_generator()
-        was_training = generator.training
-        generator.eval()
-        try:
+        with sampling(self.sampling_generator()) as generator:
             images = generator(self.fixed_noise)
-        finally:
-            generator.train(was_training)
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         path = save_png(grid_image(images), root / "samples" / f"step_{step:07d}.png")
         log_image(self.loggers, "samples/fixed_noise", path, step)

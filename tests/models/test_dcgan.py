@@ -65,3 +65,21 @@ def test_dcgan_widths_for_32_and_64_pixels() -> None:
         dcgan_widths(16, (512, 256, 128), (64, 128, 256))
     with pytest.raises(ValueError, match=r"\[16, 8\] makes 16-pixel images, not 64"):
         dcgan_widths(64, (16, 8), (64, 128, 256))
+
+
+def test_sampling_restores_the_generator_even_on_errors() -> None:
+    from gan_mn.models import sampling
+
+    g = Generator(8, (16, 8, 4), norm="mn").train()
+    g(torch.randn(8, 8))  # seeds MN
+    state = {k: v.clone() for k, v in g.state_dict().items()}
+    with sampling(g) as model:
+        assert model is g and not g.training
+    assert g.training
+    with pytest.raises(RuntimeError, match="boom"), sampling(g, "batch") as model:
+        assert model is not g and model.training
+        model(torch.randn(4, 8))  # moves the copy's statistics, not g's
+        raise RuntimeError("boom")
+    assert g.training and all(torch.equal(v, g.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(ValueError, match="norm mode"), sampling(g, "train"):
+        pass
