@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.plugins.layer_sync import LayerSync
+from typing_extensions import override
 
 from gan_mn.cli.rundir import (
     WANDB_MODES,
@@ -59,12 +60,15 @@ class RunConfig(SaveConfigCallback):
         super().__init__(*args, **kwargs)
         self.changes = changes
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Deferred to :meth:`on_train_start`."""
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().setup(trainer, pl_module, "fit")  # calls save_config on rank 0
 
+    @override
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                     stage: str) -> None:
         """The whole resolved config (trainer, metrics protocol, EMA...) on the wandb run,
@@ -110,10 +114,12 @@ class GANCLI(LightningCLI):
             if self.lock is not None:
                 self.lock.release()
 
+    @override
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """Parse errors raise (main() prints them as one line) instead of usage + exit."""
         return super().init_parser(**{"exit_on_error": False, **kwargs})
 
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(FidelityCallback, "metrics")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -140,6 +146,7 @@ class GANCLI(LightningCLI):
     def _run_config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    @override
     def before_instantiate_classes(self) -> None:
         cfg = self._run_config()
         label = cfg.model.label or default_label(cfg.model.g_norm, cfg.model.d_norm,
@@ -181,6 +188,7 @@ class GANCLI(LightningCLI):
                            "it again from step 0 with --overwrite true, or pick another "
                            "--run_name or --output_dir")
 
+    @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self._run_config()
         trainer_cfg = self._get(self.config_init, "trainer", default={})

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from typing_extensions import override
 
 from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
@@ -155,6 +156,7 @@ class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer deletes an existing ``metrics.csv``; a resumed run must
     append to it instead (keeping its header, which may gain columns)."""
 
+    @override
     def _check_log_dir_exists(self) -> None:
         if os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as f:
@@ -170,6 +172,7 @@ class RunCSVLogger(CSVLogger):
         super().__init__(save_dir=str(run_dir), name="", version="")
 
     @property
+    @override
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             os.makedirs(self.log_dir, exist_ok=True)

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
 
 from gan_mn.data.sampling import ResumableSampler
 from gan_mn.data.sources import DataError, load_cifar10, load_image_folder, synthetic_images
@@ -25,6 +26,7 @@ class UInt8Images(Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @override
     def __getitem__(self, index: int) -> Tensor:
         return self.images[index]
 
@@ -79,16 +81,19 @@ class GANDataModule(pl.LightningDataModule):
             self.images = images
         return self.images
 
+    @override
     def prepare_data(self) -> None:
         if self.hparams.dataset == "cifar10":  # download once, on one process
             load_cifar10(self.hparams.root, self.hparams.split, self.hparams.download)
 
+    @override
     def setup(self, stage: str) -> None:
         n = self.load_images().shape[0]
         if n < self.hparams.batch_size:
             raise DataError(f"{self.describe()} has {n} images, fewer than one batch "
                             f"({self.hparams.batch_size})")
 
+    @override
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (seed, epoch); on a resume, continues the interrupted epoch where the
         checkpoint left it, so a resumed run sees the batches an uninterrupted one would."""
@@ -112,6 +117,7 @@ class GANDataModule(pl.LightningDataModule):
                           generator=torch.Generator().manual_seed(h.seed),
                           num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
 
+    @override
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Tensor:
         """uint8 ``[0, 255]`` -> float ``[-1, 1]``, on the device."""
         return batch.float().div_(127.5).sub_(1.0)

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 from torch.utils.data import DistributedSampler
+from typing_extensions import override
 
 
 class ResumableSampler(DistributedSampler):
@@ -31,6 +32,7 @@ class ResumableSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.skip = max(0, skip)
 
+    @override
     def __iter__(self) -> Iterator[Any]:
         indices = list(super().__iter__())
         skip, self.skip = self.skip, 0

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
+from typing_extensions import override
 
 from gan_mn.data import UInt8Images
 from gan_mn.images import grid_image, log_image, save_png
@@ -95,9 +96,11 @@ class FidelityCallback(Callback):
             validate(self.protocol(datamodule.reference_name()), self.metrics,
                      self.kid_subset_size, datamodule.load_images().shape[0])
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.check_data(trainer.datamodule)
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step

@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.plugins.layer_sync import LayerSync
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
+from typing_extensions import override
 
 from gan_mn.norm import SyncMixtureNorm2d, revert_sync
 
@@ -32,6 +33,7 @@ class NormSync(LayerSync):
     def __init__(self, batchnorm: bool = True) -> None:
         self.batchnorm = batchnorm
 
+    @override
     def apply(self, model: nn.Module) -> nn.Module:
         model = SyncMixtureNorm2d.convert_sync_mixturenorm(model)
         if not self.batchnorm:
@@ -41,6 +43,7 @@ class NormSync(LayerSync):
             return model
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
+    @override
     def revert(self, model: nn.Module) -> nn.Module:
         return revert_sync(model)
 

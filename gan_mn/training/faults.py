@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
+from typing_extensions import override
 
 from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
@@ -57,6 +58,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     system temp directory; when that is another filesystem the final move is a copy.)
     """
 
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -79,6 +81,7 @@ class RNGState(Callback):
     """Saves and restores the Python, NumPy and torch (CPU and CUDA) RNG states, so the
     noise after a resume is the noise an uninterrupted run would have drawn."""
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         # plain types and tensors only, so weights_only checkpoint loading accepts them
         kind, key, pos, has_gauss, gauss = np.random.get_state()
@@ -91,6 +94,7 @@ class RNGState(Callback):
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         random.setstate(state_dict["python"])
         kind, key, pos, has_gauss, gauss = state_dict["numpy"]
@@ -116,6 +120,7 @@ class PreemptionCheckpoint(Callback):
         self._previous: Any = None
         self._saved_step = -1
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0 or not _in_main_thread():
             return
@@ -134,6 +139,7 @@ class PreemptionCheckpoint(Callback):
 
         self._previous = signal.signal(signal.SIGINT, stop_after_this_step)
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         """Save here, where the loop state is what a resume expects (Lightning raises its
@@ -147,9 +153,11 @@ class PreemptionCheckpoint(Callback):
             trainer.save_checkpoint(self.ckpt_path, weights_only=False)
             self._saved_step = trainer.global_step
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_sigint()
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
         self._restore_sigint()

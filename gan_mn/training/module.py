@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor, nn
+from typing_extensions import override
 
 from gan_mn.errors import UserError
 from gan_mn.images import grid_image, log_image, save_png
@@ -127,14 +128,17 @@ class GAN(pl.LightningModule):
         self._batch_start = 0.0
         self._finite = FiniteWatch()
 
+    @override
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
 
+    @override
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         h = self.hparams
         return [torch.optim.Adam(self.generator.parameters(), lr=h.lr_g, betas=tuple(h.betas)),
                 torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=tuple(h.betas))]
 
+    @override
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         self._step(batch, batch_idx)
         # Training time: this step only. Callbacks (evaluations, checkpoint writes) run
@@ -191,13 +195,16 @@ class GAN(pl.LightningModule):
         return self.generator
 
     # --- bookkeeping ----------------------------------------------------------------------
+    @override
     def setup(self, stage: str) -> None:
         if stage == "fit":  # runs before the strategy wraps the module in DDP
             allow_unused_parameters(self.trainer)
 
+    @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """No checkpoint of a diverged model: raising here happens before anything is
         written, so the previous checkpoint stays."""
@@ -205,9 +212,11 @@ class GAN(pl.LightningModule):
         check_state_finite(checkpoint["state_dict"], self.global_step)
         checkpoint["train_seconds"] = self.train_seconds
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
 
+    @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Training time so far (for time-to-FID plots), then the sample grid when due."""
         self.log("time/train_seconds", self.train_seconds)
