@@ -41,7 +41,7 @@ from gan_mn.data import GANDataModule
 from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.training import GAN, default_label
-from gan_mn.training.distributed import NormSync
+from gan_mn.training.distributed import NormSync, unused_parameters_strategy
 from gan_mn.training.faults import (
     AtomicCheckpointIO,
     NonFiniteError,
@@ -228,6 +228,8 @@ class GANCLI(LightningCLI):
             plugins.append(NormSync(batchnorm=cuda))  # applied by DDP strategies only
             kwargs["sync_batchnorm"] = False
         kwargs["plugins"] = plugins
+        # each GAN backward leaves one network without gradients: DDP must allow that
+        kwargs["strategy"] = unused_parameters_strategy(trainer_cfg.get("strategy", "auto"))
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:

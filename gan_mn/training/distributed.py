@@ -4,17 +4,16 @@
   ``SyncMixtureNorm2d`` and ``BatchNorm`` to ``SyncBatchNorm`` when a DDP strategy sets the
   model up (Lightning's own ``sync_batchnorm=True`` converts BatchNorm only, so MN would
   silently normalize each process's slice of the batch), and back at teardown.
-- ``allow_unused_parameters``: each GAN backward touches one network only, which plain
-  DDP rejects; turning on its unused-parameter detection is the standard remedy.
+- ``unused_parameters_strategy``: each GAN backward touches one network only, which
+  plain DDP rejects; Lightning's ``ddp_find_unused_parameters_true`` strategies turn on
+  its unused-parameter detection, the standard remedy.
 """
 
 from __future__ import annotations
 
 import logging
 
-import lightning.pytorch as pl
-from lightning.pytorch.plugins.layer_sync import LayerSync
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from torch import nn
 from typing_extensions import override
 
@@ -23,8 +22,9 @@ from gan_mn.norm import SyncMixtureNorm2d, revert_sync
 log = logging.getLogger(__name__)
 
 
-class NormSync(LayerSync):
-    """Synchronize MN (and, on CUDA, BN) layers over the DDP process group.
+class NormSync(TorchSyncBatchNorm):
+    """Synchronize MN (and, on CUDA, BN) layers over the DDP process group: Lightning's
+    ``TorchSyncBatchNorm`` for BatchNorm, plus ``SyncMixtureNorm2d`` for MN.
 
     ``batchnorm``: also convert BatchNorm; torch's SyncBatchNorm runs on CUDA only, so
     DDP on CPU (gloo) keeps BatchNorm per process (MN is synchronized everywhere).
@@ -41,19 +41,17 @@ class NormSync(LayerSync):
                 log.warning("DDP on CPU: BatchNorm layers are not synchronized "
                             "(torch's SyncBatchNorm needs CUDA); MN layers are")
             return model
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return super().apply(model)
 
     @override
     def revert(self, model: nn.Module) -> nn.Module:
-        return revert_sync(model)
+        return revert_sync(super().revert(model))
 
 
-def allow_unused_parameters(trainer: pl.Trainer) -> None:
-    """Before DDP wraps the module: the discriminator step leaves the generator without
-    gradients (and vice versa), so DDP must look for unused parameters."""
-    strategy = trainer.strategy
-    kwargs = getattr(strategy, "_ddp_kwargs", None)
-    if isinstance(strategy, DDPStrategy) and isinstance(kwargs, dict) \
-            and not kwargs.get("find_unused_parameters"):
-        kwargs["find_unused_parameters"] = True
-        log.info("DDP: find_unused_parameters=True (each GAN step updates one network)")
+def unused_parameters_strategy(strategy: object) -> object:
+    """The registered DDP strategy that finds unused parameters in place of a plain one
+    (``"ddp"`` -> ``"ddp_find_unused_parameters_true"``, likewise ``ddp_spawn``); any other
+    strategy (or an object the user configured) unchanged."""
+    if isinstance(strategy, str) and strategy in ("ddp", "ddp_spawn"):
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy

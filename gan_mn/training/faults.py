@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 from typing_extensions import override
@@ -132,8 +133,8 @@ class PreemptionCheckpoint(Callback):
             # leave it to this process, which stops after the step and shuts them down.
             if os.getpid() != main_pid:
                 return
-            print("\ngan-mn: stopping after this step and saving last.ckpt "
-                  "(Ctrl-C again to abort at once)", flush=True)
+            rank_zero_info("\ngan-mn: stopping after this step and saving last.ckpt "
+                           "(Ctrl-C again to abort at once)")
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -164,8 +165,8 @@ class PreemptionCheckpoint(Callback):
         if isinstance(exception, SIGTERMException):
             if self._saved_step != trainer.global_step:  # signalled after our batch end
                 trainer.save_checkpoint(self.ckpt_path, weights_only=False)
-            print(f"gan-mn: stopped at step {trainer.global_step}; saved {self.ckpt_path}",
-                  flush=True)
+            rank_zero_info(f"gan-mn: stopped at step {trainer.global_step}; saved "
+                           f"{self.ckpt_path}")
 
     def _restore_sigint(self) -> None:
         if self._previous is not None and _in_main_thread():

@@ -23,7 +23,6 @@ from gan_mn.errors import UserError
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.models import Discriminator, Generator, dcgan_widths, sampling
 from gan_mn.norm import NORM_KINDS, make_norm
-from gan_mn.training.distributed import allow_unused_parameters
 from gan_mn.training.faults import FiniteWatch, check_state_finite
 from gan_mn.training.losses import LOSS_KINDS, LossKind, discriminator_loss, generator_loss
 
@@ -188,18 +187,14 @@ class GAN(pl.LightningModule):
         ``WeightAveraging`` callback is training it, otherwise the live one."""
         trainer = self._trainer
         for cb in trainer.callbacks if trainer is not None else []:
-            # Lightning keeps the AveragedModel privately; there is no public accessor
+            # Lightning keeps the AveragedModel privately and offers no public accessor
+            # (lightning 2.6; pinned below 2.7 in pyproject): this is the one place we read it
             average = getattr(cb, "_average_model", None)
             if isinstance(cb, WeightAveraging) and average is not None:
                 return average.module.generator
         return self.generator
 
     # --- bookkeeping ----------------------------------------------------------------------
-    @override
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # runs before the strategy wraps the module in DDP
-            allow_unused_parameters(self.trainer)
-
     @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
