@@ -209,7 +209,7 @@ class GANCLI(LightningCLI):
                                             tags=_norm_tags(cfg.model))
         callbacks = list(trainer_cfg.get("callbacks") or [])
         if metrics.enabled and "fid" in metrics.metrics:
-            fid_key = metrics.protocol(self.datamodule.reference_name()).fid_key()
+            fid_key = metrics.protocol(self.datamodule.metric_suffix()).fid_key()
             callbacks.append(ModelCheckpoint(
                 dirpath=cfg.checkpoint.dirpath, monitor=fid_key, mode="min",
                 filename="best-fid-step{step}", auto_insert_metric_name=False, save_top_k=1,

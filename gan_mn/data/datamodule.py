@@ -61,7 +61,7 @@ class GANDataModule(pl.LightningDataModule):
             raise DataError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.images: Tensor | None = None
-        self._reference_key: str | None = None
+        self._content_key: str | None = None
 
     def load_images(self) -> Tensor:
         """The whole dataset as ``uint8`` ``(N, 3, S, S)``, loaded once."""
@@ -90,7 +90,7 @@ class GANDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         n = self.load_images().shape[0]
         if n < self.hparams.batch_size:
-            raise DataError(f"{self.describe()} has {n} images, fewer than one batch "
+            raise DataError(f"{self.source_label()} has {n} images, fewer than one batch "
                             f"({self.hparams.batch_size})")
 
     @override
@@ -123,28 +123,31 @@ class GANDataModule(pl.LightningDataModule):
         return batch.float().div_(127.5).sub_(1.0)
 
     # --- what the metrics need: the reference images and a key that identifies them ---
-    def describe(self) -> str:
+    def source_label(self) -> str:
+        """Where the images come from, for people: ``cifar10-train (data)``, ``imagefolder
+        DIR`` or ``synthetic`` (in evaluate's record and messages)."""
         h = self.hparams
         if h.dataset == "cifar10":
             return f"cifar10-{h.split} ({h.root})"
         return f"imagefolder {h.root}" if h.dataset == "imagefolder" else "synthetic"
 
-    def reference_key(self) -> str:
-        """Identifies the reference images by content (a hash of the decoded pixels) as
-        well as by name, so two datasets, splits, sizes or edits never share a key."""
-        if self._reference_key is not None:  # hashing 150 MB once per run is enough
-            return self._reference_key
+    def content_key(self) -> str:
+        """The reference-statistics cache key: identifies the images by content (a hash
+        of the decoded pixels) as well as by name, so two datasets, splits, sizes or edits
+        never share a key."""
+        if self._content_key is not None:  # hashing 150 MB once per run is enough
+            return self._content_key
         h = self.hparams
         images = self.load_images()
         digest = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12]
         name = {"cifar10": f"cifar10-{h.split}", "synthetic": "synthetic"}.get(
             h.dataset, Path(h.root).expanduser().resolve().name)
-        self._reference_key = f"{name}-{images.shape[-1]}px-{images.shape[0]}-{digest}"
-        return self._reference_key
+        self._content_key = f"{name}-{images.shape[-1]}px-{images.shape[0]}-{digest}"
+        return self._content_key
 
-    def reference_name(self) -> str:
-        """Short protocol name for metric keys: the CIFAR-10 split, an image folder's
-        name, or ``train`` for the synthetic data."""
+    def metric_suffix(self) -> str:
+        """The reference's short name in metric keys (``fid10k_<this>``): the CIFAR-10
+        split, an image folder's name, or ``train`` for the synthetic data."""
         h = self.hparams
         if h.dataset == "imagefolder":
             return Path(h.root).expanduser().resolve().name

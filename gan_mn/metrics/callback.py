@@ -3,7 +3,7 @@
 Logger-agnostic: values go to every attached logger through ``log_metrics`` and to
 ``trainer.callback_metrics`` (so ``ModelCheckpoint(monitor=...)`` can keep the best).
 It needs only two things from the run: the module's ``sampling_generator()`` (or its
-``generator``) and a datamodule with ``load_images()`` and ``reference_key()``.
+``generator``) and a datamodule with ``load_images()``, ``content_key()`` and ``metric_suffix()``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class FidelityCallback(Callback):
     def check_data(self, datamodule: Any) -> None:
         """Check the settings against the data (e.g. KID's subset size) before training."""
         if self.enabled and datamodule is not None:
-            validate(self.protocol(datamodule.reference_name()), self.metrics,
+            validate(self.protocol(datamodule.metric_suffix()), self.metrics,
                      self.kid_subset_size, datamodule.load_images().shape[0])
 
     @override
@@ -114,9 +114,9 @@ class FidelityCallback(Callback):
         datamodule = trainer.datamodule
         generator: nn.Module = (pl_module.sampling_generator() if hasattr(
             pl_module, "sampling_generator") else pl_module.generator)
-        protocol = self.protocol(datamodule.reference_name())
+        protocol = self.protocol(datamodule.metric_suffix())
         args = (generator, generator.z_dim, UInt8Images(datamodule.load_images()),
-                datamodule.reference_key(), protocol, self.metrics)
+                datamodule.content_key(), protocol, self.metrics)
         options = dict(weights_path=self.weights_path, cache_dir=self.cache_dir,
                        batch_size=self.batch_size, kid_subset_size=self.kid_subset_size)
         values: dict[str, float] | None

@@ -57,15 +57,15 @@ def evaluate_checkpoint(checkpoint: str | Path, *, num_samples: int = 10000,
     generator = run.gan.generator.to(device)
     size = int((run.data_hparams or {}).get("image_size", 32))
     data = reference_data(reference, run.data_hparams, size, data_root)
-    protocol = Protocol(num_samples, data.reference_name(), feature_extractor, norm_mode,
+    protocol = Protocol(num_samples, data.metric_suffix(), feature_extractor, norm_mode,
                         seed)  # type: ignore[arg-type]
     start = time.perf_counter()
     values = compute_metrics(generator, generator.z_dim, UInt8Images(data.load_images()),
-                             data.reference_key(), protocol, names,
+                             data.content_key(), protocol, names,
                              weights_path=feature_extractor_weights, cache_dir=cache_dir,
                              batch_size=batch_size, kid_subset_size=kid_subset_size)
     return {**values, "checkpoint": str(run.path), "step": run.step, "ema": run.ema,
-            "num_samples": num_samples, "reference": data.describe(),
-            "reference_key": data.reference_key(), "feature_extractor": feature_extractor,
+            "num_samples": num_samples, "reference": data.source_label(),
+            "reference_key": data.content_key(), "feature_extractor": feature_extractor,
             "feature_extractor_weights": feature_extractor_weights, "norm_mode": norm_mode,
             "seed": seed, "seconds": round(time.perf_counter() - start, 3)}

@@ -95,12 +95,12 @@ def test_batch_size_below_two_is_rejected() -> None:
 def test_reference_key_tracks_content_not_just_the_name(tmp_path: Path) -> None:
     a, b = write_image_folder(tmp_path / "a" / "imgs", n=6), tmp_path / "b" / "imgs"
     write_image_folder(b, n=6)
-    key_a = GANDataModule("imagefolder", root=str(a)).reference_key()
-    assert key_a == GANDataModule("imagefolder", root=str(a)).reference_key()
-    assert key_a == GANDataModule("imagefolder", root=str(b)).reference_key()  # same pixels
+    key_a = GANDataModule("imagefolder", root=str(a)).content_key()
+    assert key_a == GANDataModule("imagefolder", root=str(a)).content_key()
+    assert key_a == GANDataModule("imagefolder", root=str(b)).content_key()  # same pixels
     next(b.rglob("*.png")).unlink()
-    assert key_a != GANDataModule("imagefolder", root=str(b)).reference_key()
-    assert key_a != GANDataModule("imagefolder", root=str(a), image_size=16).reference_key()
+    assert key_a != GANDataModule("imagefolder", root=str(b)).content_key()
+    assert key_a != GANDataModule("imagefolder", root=str(a), image_size=16).content_key()
 
 
 def test_image_folder_decodes_what_users_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
