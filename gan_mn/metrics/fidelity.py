@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import types
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 import torch_fidelity
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.generative_model_modulewrapper import GenerativeModelModuleWrapper
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
@@ -71,7 +73,12 @@ def load_plugin(spec: str | None) -> None:
     if not spec:
         return
     before = set(FEATURE_EXTRACTORS_REGISTRY)
-    if _import_plugin(spec) and not set(FEATURE_EXTRACTORS_REGISTRY) - before:
+    module = _import_plugin(spec)
+    # (a plugin imported again under another name may skip registering a name it finds
+    # taken, so the test is: it registered a name, or at least defines an extractor)
+    if module is not None and not set(FEATURE_EXTRACTORS_REGISTRY) - before and not any(
+            isinstance(v, type) and issubclass(v, FeatureExtractorBase)
+            and v is not FeatureExtractorBase for v in vars(module).values()):
         raise MetricsError(f"extractor plugin {spec} registered no feature extractor (it "
                            "must call torch_fidelity.register_feature_extractor)")
 
@@ -80,15 +87,15 @@ def _plugin_module_name(path: Path) -> str:
     return "gan_mn_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
 
 
-def _import_plugin(spec: str) -> bool:
-    """Import the plugin; whether its code ran now (not already imported)."""
+def _import_plugin(spec: str) -> types.ModuleType | None:
+    """Import the plugin; the module if its code ran now (None: imported before)."""
     path = Path(spec).expanduser()
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
             raise MetricsError(f"extractor plugin {path} does not exist")
         name = _plugin_module_name(path)
         if name in sys.modules:
-            return False
+            return None
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:
             raise MetricsError(f"extractor plugin {path} cannot be imported as Python")
@@ -99,15 +106,14 @@ def _import_plugin(spec: str) -> bool:
         except Exception:
             del sys.modules[name]
             raise
-        return True
+        return module
     if spec in sys.modules:
-        return False
+        return None
     try:
-        importlib.import_module(spec)
+        return importlib.import_module(spec)
     except ImportError as err:
         raise MetricsError(f"extractor plugin {spec!r} is neither a file nor an "
                            f"importable module ({err})") from err
-    return True
 
 
 def check_extractor(name: str) -> None:

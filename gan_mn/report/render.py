@@ -130,6 +130,10 @@ def _levels(report: Report) -> list[str]:
     for k in others:
         v = s["groups"][k]["speedup_vs_fid"]
         n = len(v["thresholds"])
+        if min(len(s["groups"][k]["seeds"]), len(s["groups"][ref]["seeds"])) < 2:
+            lines.append(f"- `{k}` vs `{ref}`: a group with one seed has no interval, so no "
+                         "verdict (the ratios above are single runs).")
+            continue
         faster = sum(lo is not None and lo > 1 for lo in v["ci_low"])
         slower = sum(hi is not None and hi < 1 for hi in v["ci_high"])
         lines.append(f"- `{k}` vs `{ref}` over {n} FID levels: faster (whole interval above 1) "

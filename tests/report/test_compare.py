@@ -97,6 +97,16 @@ def test_runs_with_one_label_but_different_settings_are_not_pooled(tmp_path: Pat
     assert build_report([read_run(r) for r in runs]).summary["groups"]["mn-g"]["seeds"] == [0, 1]
 
 
+def test_one_seed_gets_no_verdict(tmp_path: Path) -> None:
+    from gan_mn.report.render import markdown
+
+    runs = [write_run(tmp_path, "bn", 0, {100: 40, 200: 20}),
+            write_run(tmp_path, "mn-g", 0, {100: 30, 200: 25})]
+    md = markdown(build_report([read_run(r) for r in runs]))
+    assert "`mn-g` vs `bn`: a group with one seed has no interval, so no verdict" in md
+    assert "faster (whole interval above 1)" not in md
+
+
 def test_resumed_rows_keep_the_last_value(tmp_path: Path) -> None:
     run = write_run(tmp_path, "bn", 0, {100: 40, 200: 30},
                     extra_rows=f",35,,,{200},\n")  # a resumed run logged step 200 again
