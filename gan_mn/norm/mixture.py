@@ -55,8 +55,8 @@ class MixtureNorm2d(nn.Module):
             choice, and the fast analytic backward); ``False`` differentiates
             through the EM iterations with autograd.
         kernels: what runs the training-mode forward and backward
-            (:mod:`gan_mn.norm.kernels`): ``"auto"`` (hand-written Triton kernels for
-            float32 CUDA tensors, Inductor otherwise), ``"triton"``, ``"inductor"``
+            (:mod:`gan_mn.norm.kernels`): ``"auto"`` (Inductor, until the Triton kernels
+            have run on a GPU), ``"triton"`` (hand-written, CUDA), ``"inductor"``
             (``torch.compile``d single-pass kernels: one compilation of a few seconds
             on first use serves every size; without a working backend it warns once
             and runs eagerly) or ``"eager"`` (plain torch ops).
