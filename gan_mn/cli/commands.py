@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import math
@@ -13,49 +14,51 @@ from pathlib import Path
 
 from gan_mn.errors import UserError
 from gan_mn.images import grid_image, image_format, save_png
-from gan_mn.metrics import DEFAULT_CACHE_DIR, DEFAULT_EXTRACTOR
+from gan_mn.metrics import MetricSettings
 from gan_mn.metrics.evaluate import evaluate_checkpoint
 from gan_mn.metrics.fidelity import generate
 from gan_mn.training import load_run
 
+# evaluate's flags for MetricSettings fields where the name is not the field's own
+FLAG_NAMES = {"feature_extractor_weights_path": "--feature-extractor-weights"}
+FLAG_HELP = {"metrics": "comma list of isc,fid,kid,prc",
+             "feature_extractor_weights_path": "local weights file",
+             "extractor_plugin": "Python file or module registering a torch-fidelity extractor",
+             "norm_mode": "running or batch"}
+
 
 def evaluate_parser() -> argparse.ArgumentParser:
+    """evaluate's options: the checkpoint, where the reference is, and one flag per
+    MetricSettings field (its defaults, today's spellings: ``--num-samples``, ...)."""
     p = argparse.ArgumentParser(prog="gan-mn evaluate", description=(
         "Score a checkpoint with torch-fidelity. Prints one JSON object on the last line "
         "and appends it to evaluations.jsonl beside the checkpoint."))
     p.add_argument("checkpoint")
-    p.add_argument("--num-samples", type=int, default=10000)
-    p.add_argument("--metrics", default="isc,fid", help="comma list of isc,fid,kid,prc")
-    p.add_argument("--feature-extractor", default=DEFAULT_EXTRACTOR)
-    p.add_argument("--feature-extractor-weights", default=None, help="local weights file")
-    p.add_argument("--extractor-plugin", default=None,
-                   help="Python file or module registering a torch-fidelity extractor")
+    for field in dataclasses.fields(MetricSettings):
+        flag = FLAG_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
+        default = field.default
+        if field.name == "metrics":
+            default = ",".join(MetricSettings.metrics)
+        kind = int if isinstance(default, int) else str
+        p.add_argument(flag, dest=field.name, type=kind, default=default,
+                       help=FLAG_HELP.get(field.name))
     p.add_argument("--reference", default=None,
                    help="DIR of images, cifar10-train or cifar10-test "
                         "(default: the checkpoint's training data)")
     p.add_argument("--data-root", default=None, help="where CIFAR-10 is (or goes)")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
-    p.add_argument("--seed", type=int, default=2020)
-    p.add_argument("--norm-mode", choices=("running", "batch"), default="running")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     return p
 
 
 def evaluate_main(argv: list[str]) -> int:
-    a = evaluate_parser().parse_args(argv)
-    log_path = Path(a.checkpoint).expanduser().parent / "evaluations.jsonl"
+    a = vars(evaluate_parser().parse_args(argv))
+    log_path = Path(a["checkpoint"]).expanduser().parent / "evaluations.jsonl"
     if log_path.parent.is_dir() and not os.access(log_path.parent, os.W_OK):
         raise UserError(f"cannot append to {log_path}: {log_path.parent} is not writable "
-                         "(copy the checkpoint somewhere writable)")
-    record = evaluate_checkpoint(
-        a.checkpoint, num_samples=a.num_samples, metrics=a.metrics,
-        feature_extractor=a.feature_extractor,
-        feature_extractor_weights=a.feature_extractor_weights,
-        extractor_plugin=a.extractor_plugin, reference=a.reference, data_root=a.data_root,
-        cache_dir=a.cache_dir, seed=a.seed, norm_mode=a.norm_mode, batch_size=a.batch_size,
-        kid_subset_size=a.kid_subset_size, device=a.device)
+                        "(copy the checkpoint somewhere writable)")
+    settings = MetricSettings(**{f.name: a[f.name] for f in dataclasses.fields(MetricSettings)})
+    record = evaluate_checkpoint(a["checkpoint"], settings, reference=a["reference"],
+                                 data_root=a["data_root"], device=a["device"])
     line = json.dumps(_strict(record), sort_keys=True, allow_nan=False)
     print(line, flush=True)  # the result first: nothing after it can lose it
     with open(log_path, "a") as f:

@@ -2,15 +2,21 @@
 
 from gan_mn.metrics.callback import FidelityCallback
 from gan_mn.metrics.fidelity import (
-    DEFAULT_CACHE_DIR,
-    MetricsError,
     UInt8Generator,
     compute_metrics,
     load_plugin,
     reference_cache_name,
 )
-from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, METRICS, Protocol, parse_metrics
+from gan_mn.metrics.protocol import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_EXTRACTOR,
+    METRICS,
+    MetricsError,
+    MetricSettings,
+    Protocol,
+    parse_metrics,
+)
 
 __all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_EXTRACTOR", "METRICS", "FidelityCallback",
-           "MetricsError", "Protocol", "UInt8Generator", "compute_metrics", "load_plugin",
-           "parse_metrics", "reference_cache_name"]
+           "MetricSettings", "MetricsError", "Protocol", "UInt8Generator", "compute_metrics",
+           "load_plugin", "parse_metrics", "reference_cache_name"]

@@ -22,7 +22,6 @@ from typing_extensions import override
 from gan_mn.data import UInt8Images
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.metrics.fidelity import (
-    DEFAULT_CACHE_DIR,
     MetricsError,
     check_extractor_weights,
     compute_metrics,
@@ -30,7 +29,7 @@ from gan_mn.metrics.fidelity import (
     load_plugin,
     validate,
 )
-from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, NormMode, Protocol, parse_metrics
+from gan_mn.metrics.protocol import MetricSettings, NormMode, Protocol
 from gan_mn.metrics.sharded import compute_metrics_sharded
 
 log = logging.getLogger(__name__)
@@ -53,30 +52,24 @@ class FidelityCallback(Callback):
         kid_subset_size: KID subset size (torch-fidelity's default 1000).
     """
 
-    def __init__(self, every_n_steps: int = 0, num_samples: int = 10000,
+    def __init__(self, every_n_steps: int = 0,
+                 num_samples: int = MetricSettings.num_samples,
                  metrics: list[str] | None = None,
-                 feature_extractor: str = DEFAULT_EXTRACTOR,
+                 feature_extractor: str = MetricSettings.feature_extractor,
                  feature_extractor_weights_path: str | None = None,
-                 extractor_plugin: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
-                 norm_mode: NormMode = "running", batch_size: int = 100, seed: int = 2020,
-                 kid_subset_size: int = 1000) -> None:
+                 extractor_plugin: str | None = None,
+                 cache_dir: str = MetricSettings.cache_dir,
+                 norm_mode: NormMode = MetricSettings.norm_mode,
+                 batch_size: int = MetricSettings.batch_size,
+                 seed: int = MetricSettings.seed,
+                 kid_subset_size: int = MetricSettings.kid_subset_size) -> None:
         if every_n_steps < 0:
             raise MetricsError(f"every_n_steps must be >= 0, got {every_n_steps}")
-        if num_samples < 2:
-            raise MetricsError(f"num_samples must be at least 2, got {num_samples}")
-        if batch_size < 1:
-            raise MetricsError(f"batch_size must be positive, got {batch_size}")
         self.every_n_steps = every_n_steps
-        self.metrics = parse_metrics(metrics if metrics is not None else ["isc", "fid"])
-        self.num_samples = num_samples
-        self.feature_extractor = feature_extractor
-        self.weights_path = feature_extractor_weights_path
-        self.extractor_plugin = extractor_plugin
-        self.cache_dir = cache_dir
-        self.norm_mode = norm_mode
-        self.batch_size = batch_size
-        self.seed = seed
-        self.kid_subset_size = kid_subset_size
+        self.settings = MetricSettings(
+            num_samples, tuple(metrics) if metrics is not None else MetricSettings.metrics,
+            feature_extractor, feature_extractor_weights_path, extractor_plugin, cache_dir,
+            norm_mode, batch_size, seed, kid_subset_size)
         self._last_step = -1
         if every_n_steps:  # fail at start-up, not hours into the run
             load_plugin(extractor_plugin)
@@ -86,15 +79,17 @@ class FidelityCallback(Callback):
     def enabled(self) -> bool:
         return self.every_n_steps > 0
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.settings.metrics
+
     def protocol(self, reference: str) -> Protocol:
-        return Protocol(self.num_samples, reference, self.feature_extractor, self.norm_mode,
-                        self.seed)
+        return self.settings.protocol(reference)
 
     def check_data(self, datamodule: Any) -> None:
         """Check the settings against the data (e.g. KID's subset size) before training."""
         if self.enabled and datamodule is not None:
-            validate(self.protocol(datamodule.metric_suffix()), self.metrics,
-                     self.kid_subset_size, datamodule.load_images().shape[0])
+            validate(self.settings, datamodule.load_images().shape[0])
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -116,16 +111,13 @@ class FidelityCallback(Callback):
             pl_module, "sampling_generator") else pl_module.generator)
         protocol = self.protocol(datamodule.metric_suffix())
         args = (generator, generator.z_dim, UInt8Images(datamodule.load_images()),
-                datamodule.content_key(), protocol, self.metrics)
-        options = dict(weights_path=self.weights_path, cache_dir=self.cache_dir,
-                       batch_size=self.batch_size, kid_subset_size=self.kid_subset_size)
+                datamodule.content_key(), protocol, self.settings)
         values: dict[str, float] | None
         if trainer.world_size == 1:
-            values = compute_metrics(*args, **options)
+            values = compute_metrics(*args)
         else:  # every rank samples its share; rank 0 computes; all log the same values
             values = compute_metrics_sharded(*args, rank=trainer.global_rank,
-                                             world=trainer.world_size, gather=_all_gather,
-                                             **options)
+                                             world=trainer.world_size, gather=_all_gather)
             values = trainer.strategy.broadcast(values, src=0)
         assert values is not None
         step = trainer.global_step
@@ -134,7 +126,8 @@ class FidelityCallback(Callback):
                 pl_module.log(key, value, on_step=True, on_epoch=False, logger=False,
                               prog_bar=key == protocol.fid_key(), sync_dist=False)
         for logger in trainer.loggers:
-            logger.log_metrics({**values, "metrics/num_samples": self.num_samples}, step=step)
+            logger.log_metrics({**values, "metrics/num_samples": self.settings.num_samples},
+                               step=step)
         # trainer.log_dir is a collective under DDP: every rank asks, rank 0 writes
         self._log_grid(trainer, generator, step, Path(trainer.log_dir or trainer.default_root_dir))
         log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
@@ -143,7 +136,8 @@ class FidelityCallback(Callback):
     @rank_zero_only
     def _log_grid(self, trainer: pl.Trainer, generator: nn.Module, step: int,
                   root: Path) -> None:
-        images = generate(generator, 64, self.seed, self.norm_mode, self.batch_size)
+        s = self.settings
+        images = generate(generator, 64, s.seed, s.norm_mode, s.batch_size)
         path = save_png(grid_image(images),
                         root / "samples" / f"metrics_step_{step:07d}.png")
         log_image(trainer.loggers, "samples/metrics", path, step)

@@ -11,12 +11,11 @@ import torch
 from gan_mn.data import GANDataModule, UInt8Images
 from gan_mn.errors import UserError
 from gan_mn.metrics.fidelity import (
-    DEFAULT_CACHE_DIR,
     check_extractor_weights,
     compute_metrics,
     load_plugin,
 )
-from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, Protocol, parse_metrics
+from gan_mn.metrics.protocol import MetricSettings
 from gan_mn.training import load_run
 
 
@@ -40,32 +39,24 @@ def reference_data(spec: str | None, data_hparams: dict[str, Any] | None, image_
     return GANDataModule("imagefolder", root=spec, image_size=image_size)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, *, num_samples: int = 10000,
-                        metrics: str = "isc,fid", feature_extractor: str = DEFAULT_EXTRACTOR,
-                        feature_extractor_weights: str | None = None,
-                        extractor_plugin: str | None = None, reference: str | None = None,
-                        data_root: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
-                        seed: int = 2020, norm_mode: str = "running", batch_size: int = 100,
-                        kid_subset_size: int = 1000, device: str | None = None
-                        ) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: str | Path, settings: MetricSettings, *,
+                        reference: str | None = None, data_root: str | None = None,
+                        device: str | None = None) -> dict[str, Any]:
     """Metric values and the protocol that produced them, as one flat record."""
-    names = parse_metrics(metrics)
-    load_plugin(extractor_plugin)
-    check_extractor_weights(feature_extractor, feature_extractor_weights)
+    load_plugin(settings.extractor_plugin)
+    check_extractor_weights(settings.feature_extractor, settings.feature_extractor_weights_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     run = load_run(checkpoint, map_location=device)
     generator = run.gan.generator.to(device)
     size = int((run.data_hparams or {}).get("image_size", 32))
     data = reference_data(reference, run.data_hparams, size, data_root)
-    protocol = Protocol(num_samples, data.metric_suffix(), feature_extractor, norm_mode,
-                        seed)  # type: ignore[arg-type]
+    protocol = settings.protocol(data.metric_suffix())
     start = time.perf_counter()
     values = compute_metrics(generator, generator.z_dim, UInt8Images(data.load_images()),
-                             data.content_key(), protocol, names,
-                             weights_path=feature_extractor_weights, cache_dir=cache_dir,
-                             batch_size=batch_size, kid_subset_size=kid_subset_size)
+                             data.content_key(), protocol, settings)
     return {**values, "checkpoint": str(run.path), "step": run.step, "ema": run.ema,
-            "num_samples": num_samples, "reference": data.source_label(),
-            "reference_key": data.content_key(), "feature_extractor": feature_extractor,
-            "feature_extractor_weights": feature_extractor_weights, "norm_mode": norm_mode,
-            "seed": seed, "seconds": round(time.perf_counter() - start, 3)}
+            "num_samples": settings.num_samples, "reference": data.source_label(),
+            "reference_key": data.content_key(), "feature_extractor": settings.feature_extractor,
+            "feature_extractor_weights": settings.feature_extractor_weights_path,
+            "norm_mode": settings.norm_mode, "seed": settings.seed,
+            "seconds": round(time.perf_counter() - start, 3)}

@@ -13,7 +13,6 @@ import importlib.util
 import sys
 import types
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -27,16 +26,15 @@ from torch_fidelity.generative_model_modulewrapper import GenerativeModelModuleW
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
-from gan_mn.errors import UserError
 from gan_mn.images import to_uint8
-from gan_mn.metrics.protocol import DEFAULT_EXTRACTOR, Protocol, parse_metrics
+from gan_mn.metrics.protocol import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_EXTRACTOR,
+    MetricsError,
+    MetricSettings,
+    Protocol,
+)
 from gan_mn.models import NORM_MODES, sampling
-
-DEFAULT_CACHE_DIR = "~/.cache/gan-mn/fidelity"
-
-
-class MetricsError(UserError):
-    """Metric settings that cannot work, with a message meant for the user as is."""
 
 
 class UInt8Generator(nn.Module):
@@ -156,32 +154,26 @@ def reference_cache_name(reference_key: str, extractor: str, weights_path: str |
     return f"gan-mn-{reference_key}-{extractor}-w{weights}"
 
 
-def validate(protocol: Protocol, metrics: Sequence[str], kid_subset_size: int,
-             reference_size: int) -> tuple[str, ...]:
-    """Reject settings torch-fidelity would fail on late or answer wrongly."""
-    try:
-        names = parse_metrics(list(metrics))
-    except ValueError as err:
-        raise MetricsError(str(err)) from err
-    if protocol.norm_mode not in NORM_MODES:
-        raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {protocol.norm_mode!r}")
-    if protocol.num_samples < 2:
-        raise MetricsError(f"metrics need at least 2 samples, got {protocol.num_samples}")
+def validate(settings: MetricSettings, reference_size: int) -> tuple[str, ...]:
+    """Reject settings torch-fidelity would fail on late or answer wrongly, given the
+    reference's size (the rest is checked by MetricSettings itself)."""
+    names, kid_subset_size, num_samples = (settings.metrics, settings.kid_subset_size,
+                                           settings.num_samples)
     needs_reference = set(names) - {"isc"}
     if needs_reference and reference_size < 2:
         raise MetricsError(f"the reference has {reference_size} images; FID/KID/PRC need >= 2")
-    if "kid" in names and kid_subset_size > min(protocol.num_samples, reference_size):
+    if "kid" in names and kid_subset_size > min(num_samples, reference_size):
         raise MetricsError(f"KID subset size {kid_subset_size} is larger than the sample count "
-                           f"({min(protocol.num_samples, reference_size)}); lower kid_subset_size")
+                           f"({min(num_samples, reference_size)}); lower kid_subset_size")
     return names
 
 
 def fidelity_kwargs(reference: Dataset, reference_key: str, protocol: Protocol,
-                    names: Sequence[str], *, weights_path: str | None, cache_dir: str,
-                    batch_size: int, kid_subset_size: int, cuda: bool) -> dict[str, Any]:
-    """torch-fidelity's keyword arguments for ``names`` (input2: the cached reference)."""
+                    settings: MetricSettings, cuda: bool) -> dict[str, Any]:
+    """torch-fidelity's keyword arguments (input2: the cached reference)."""
+    names, weights_path = settings.metrics, settings.feature_extractor_weights_path
     needs_reference = bool(set(names) - {"isc"})
-    cache_root = Path(cache_dir).expanduser()
+    cache_root = Path(settings.cache_dir).expanduser()
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -191,28 +183,24 @@ def fidelity_kwargs(reference: Dataset, reference_key: str, protocol: Protocol,
         input2_cache_name=reference_cache_name(reference_key, protocol.feature_extractor,
                                                weights_path) if needs_reference else None,
         cache_root=str(cache_root), cache=True, cuda=cuda,
-        batch_size=min(batch_size, protocol.num_samples),
+        batch_size=min(settings.batch_size, protocol.num_samples),
         feature_extractor=protocol.feature_extractor,
         feature_extractor_weights_path=weights_path, rng_seed=protocol.seed,
-        kid_subset_size=kid_subset_size, verbose=False, **{m: True for m in names})
+        kid_subset_size=settings.kid_subset_size, verbose=False, **{m: True for m in names})
 
 
 def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, reference_key: str,
-                    protocol: Protocol, metrics: Sequence[str] = ("isc", "fid"), *,
-                    weights_path: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
-                    batch_size: int = 100, kid_subset_size: int = 1000) -> dict[str, float]:
+                    protocol: Protocol, settings: MetricSettings) -> dict[str, float]:
     """Metric values of ``generator`` (named by ``protocol``), via torch-fidelity.
 
     ``norm_mode='running'`` samples in eval mode (running statistics), ``'batch'`` from
     a copy in train mode, so the generator's own statistics are never touched. The
     generator's mode is restored. Reference statistics are cached under
     ``reference_key`` + extractor + weights in ``cache_dir``."""
-    names = validate(protocol, metrics, kid_subset_size, len(reference))
+    validate(settings, len(reference))
     check_extractor(protocol.feature_extractor)
     device = next(generator.parameters()).device
-    kwargs = fidelity_kwargs(reference, reference_key, protocol, names,
-                             weights_path=weights_path, cache_dir=cache_dir,
-                             batch_size=batch_size, kid_subset_size=kid_subset_size,
+    kwargs = fidelity_kwargs(reference, reference_key, protocol, settings,
                              cuda=device.type == "cuda")
     try:
         with sampling(generator, protocol.norm_mode) as model, warnings.catch_warnings():

@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from gan_mn.errors import UserError
+from gan_mn.models import NORM_MODES
 
 METRICS = ("isc", "fid", "kid", "prc")
 DEFAULT_EXTRACTOR = "inception-v3-compat"
+DEFAULT_CACHE_DIR = "~/.cache/gan-mn/fidelity"
+DEFAULT_SEED = 2020
 NormMode = Literal["running", "batch"]
 
 
@@ -31,7 +34,7 @@ class Protocol:
     reference: str  # e.g. "train", "test", or an image folder's name
     feature_extractor: str = DEFAULT_EXTRACTOR
     norm_mode: NormMode = "running"
-    seed: int = 2020
+    seed: int = DEFAULT_SEED
 
     def suffix(self) -> str:
         default = self.feature_extractor == DEFAULT_EXTRACTOR
@@ -59,6 +62,45 @@ class Protocol:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class MetricsError(UserError):
+    """Metric settings that cannot work, with a message meant for the user as is."""
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """How metrics are computed: the one record of their settings and defaults, shared by
+    ``FidelityCallback``, ``evaluate`` (its flags come from it) and the sharded path (as
+    torch-fidelity keeps its own in ``defaults.py``)."""
+
+    num_samples: int = 10000  # generated images per evaluation
+    metrics: tuple[str, ...] = ("isc", "fid")  # any of isc, fid, kid, prc
+    feature_extractor: str = DEFAULT_EXTRACTOR  # a torch-fidelity extractor name
+    feature_extractor_weights_path: str | None = None  # local weights (offline machines)
+    extractor_plugin: str | None = None  # Python file or module registering an extractor
+    cache_dir: str = DEFAULT_CACHE_DIR  # reference statistics, kept between runs
+    norm_mode: NormMode = "running"  # sample with running (eval) or batch statistics
+    batch_size: int = 100  # images per generator / extractor batch
+    seed: int = DEFAULT_SEED  # noise seed: the same at every evaluation, so curves compare
+    kid_subset_size: int = 1000  # torch-fidelity's KID subset size
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 2:
+            raise MetricsError(f"metrics need at least 2 samples, got {self.num_samples}")
+        if self.batch_size < 1:
+            raise MetricsError(f"batch_size must be positive, got {self.batch_size}")
+        if self.norm_mode not in NORM_MODES:
+            raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {self.norm_mode!r}")
+        try:
+            object.__setattr__(self, "metrics", parse_metrics(self.metrics))
+        except UserError as err:
+            raise MetricsError(str(err)) from None
+
+    def protocol(self, reference: str) -> Protocol:
+        """What the values measured with these settings against ``reference`` are called."""
+        return Protocol(self.num_samples, reference, self.feature_extractor, self.norm_mode,
+                        self.seed)
 
 
 def parse_metrics(metrics: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:

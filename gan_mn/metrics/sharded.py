@@ -10,7 +10,7 @@ calls ``calculate_metrics`` makes, and the reference goes through its cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,35 +34,30 @@ from torch_fidelity.utils import (
 )
 
 from gan_mn.metrics.fidelity import (
-    DEFAULT_CACHE_DIR,
     UInt8Generator,
     check_extractor,
     fidelity_kwargs,
     numbers,
     validate,
 )
-from gan_mn.metrics.protocol import Protocol
+from gan_mn.metrics.protocol import MetricSettings, Protocol
 from gan_mn.models import sampling
 
 Features = dict[int, dict[str, Tensor]]  # batch index -> layer -> (batch, D)
 
 
 def compute_metrics_sharded(generator: nn.Module, z_dim: int, reference: Dataset,
-                            reference_key: str, protocol: Protocol,
-                            metrics: Sequence[str], *, rank: int, world: int,
-                            gather: Callable[[Features], list[Features]],
-                            weights_path: str | None = None,
-                            cache_dir: str = DEFAULT_CACHE_DIR, batch_size: int = 100,
-                            kid_subset_size: int = 1000) -> dict[str, float] | None:
+                            reference_key: str, protocol: Protocol, settings: MetricSettings,
+                            *, rank: int, world: int,
+                            gather: Callable[[Features], list[Features]]
+                            ) -> dict[str, float] | None:
     """``compute_metrics`` over ``world`` processes; every rank calls it, rank 0 gets the
     values (others ``None``). ``gather`` collects each rank's features on every rank
     (e.g. ``torch.distributed.all_gather_object``)."""
-    names = validate(protocol, metrics, kid_subset_size, len(reference))
+    names = validate(settings, len(reference))
     check_extractor(protocol.feature_extractor)
     device = next(generator.parameters()).device
-    kwargs = fidelity_kwargs(reference, reference_key, protocol, names,
-                             weights_path=weights_path, cache_dir=cache_dir,
-                             batch_size=batch_size, kid_subset_size=kid_subset_size,
+    kwargs = fidelity_kwargs(reference, reference_key, protocol, settings,
                              cuda=device.type == "cuda")
     layers = {m: resolve_feature_layer_for_metric(m, **kwargs) for m in names}
     extractor = create_feature_extractor(protocol.feature_extractor,

@@ -159,3 +159,22 @@ def test_bad_checkpoints_are_one_line_errors(trained: Path, tmp_path: Path, caps
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("gan-mn: error:") and "x.ckpt" in err[0]
     assert not (tmp_path / "g.png").exists()
+
+
+def test_evaluate_flags_come_from_the_metric_settings() -> None:
+    """One record of metric settings: evaluate's flags (today's spellings) and defaults
+    are its fields, so a default changed there changes everywhere."""
+    import dataclasses
+
+    from gan_mn.cli.commands import evaluate_parser
+    from gan_mn.metrics import MetricSettings
+
+    args = evaluate_parser().parse_args(["x.ckpt", "--num-samples", "500", "--kid-subset-size",
+                                         "20", "--feature-extractor-weights", "w.pth"])
+    settings = MetricSettings(**{f.name: getattr(args, f.name)
+                                 for f in dataclasses.fields(MetricSettings)})
+    assert settings == MetricSettings(num_samples=500, kid_subset_size=20,
+                                      feature_extractor_weights_path="w.pth")
+    defaults = evaluate_parser().parse_args(["x.ckpt"])
+    assert MetricSettings(**{f.name: getattr(defaults, f.name)
+                             for f in dataclasses.fields(MetricSettings)}) == MetricSettings()

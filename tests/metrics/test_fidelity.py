@@ -10,7 +10,7 @@ import torch_fidelity
 from torch import Tensor, nn
 
 from gan_mn.data import UInt8Images
-from gan_mn.metrics import MetricsError, Protocol, compute_metrics, load_plugin
+from gan_mn.metrics import MetricsError, MetricSettings, Protocol, compute_metrics, load_plugin
 from gan_mn.metrics.fidelity import generate
 from gan_mn.models import Generator
 from tests.fakes import TINY_EXTRACTOR, smooth_images
@@ -45,10 +45,12 @@ class Noise(Replay):
 
 
 def score(gen: nn.Module, images: Tensor, tmp_path: Path, **kwargs) -> dict[str, float]:
-    protocol = Protocol(kwargs.pop("num", 400), "train", EXTRACTOR, kwargs.pop("mode", "running"))
-    return compute_metrics(gen, 4, UInt8Images(images), "fake-ref", protocol,
-                           kwargs.pop("metrics", ("isc", "fid")), cache_dir=str(tmp_path),
-                           **kwargs)
+    settings = MetricSettings(num_samples=kwargs.pop("num", 400),
+                              metrics=kwargs.pop("metrics", ("isc", "fid")),
+                              feature_extractor=EXTRACTOR, cache_dir=str(tmp_path),
+                              norm_mode=kwargs.pop("mode", "running"), **kwargs)
+    return compute_metrics(gen, 4, UInt8Images(images), "fake-ref",
+                           settings.protocol("train"), settings)
 
 
 def test_dataset_against_itself_has_fid_near_zero(images: Tensor, tmp_path: Path) -> None:

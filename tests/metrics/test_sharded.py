@@ -13,12 +13,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from gan_mn.data import UInt8Images
-from gan_mn.metrics import Protocol, compute_metrics, load_plugin
+from gan_mn.metrics import MetricSettings, Protocol, compute_metrics, load_plugin
 from gan_mn.metrics.sharded import compute_metrics_sharded
 from gan_mn.models import Generator
 from tests.fakes import TINY_EXTRACTOR, smooth_images
 
 METRICS = ("isc", "fid", "kid", "prc")
+
+
+def settings(cache: str) -> MetricSettings:
+    return MetricSettings(100, METRICS, "tiny-test", cache_dir=cache, batch_size=16, seed=5,
+                          kid_subset_size=50)
 
 
 def setup() -> tuple[Generator, UInt8Images, Protocol]:
@@ -33,8 +38,7 @@ def setup() -> tuple[Generator, UInt8Images, Protocol]:
 
 def single(cache: str) -> dict[str, float]:
     generator, reference, protocol = setup()
-    return compute_metrics(generator, 8, reference, "ref", protocol, METRICS, cache_dir=cache,
-                           batch_size=16, kid_subset_size=50)
+    return compute_metrics(generator, 8, reference, "ref", protocol, settings(cache))
 
 
 def _worker(rank: int, port: int, cache: str, out: str) -> None:
@@ -49,9 +53,8 @@ def _worker(rank: int, port: int, cache: str, out: str) -> None:
         dist.all_gather_object(parts, mine)
         return parts
 
-    values = compute_metrics_sharded(generator, 8, reference, "ref", protocol, METRICS,
-                                     rank=rank, world=2, gather=gather, cache_dir=cache,
-                                     batch_size=16, kid_subset_size=50)
+    values = compute_metrics_sharded(generator, 8, reference, "ref", protocol, settings(cache),
+                                     rank=rank, world=2, gather=gather)
     torch.save({"values": values, "calls": calls}, f"{out}.{rank}")
     dist.destroy_process_group()
 
@@ -81,9 +84,8 @@ def test_two_ranks_equal_one_process(sharded: tuple[list[dict[str, Any]], Path])
 
 def test_one_rank_is_compute_metrics(tmp_path: Path) -> None:
     generator, reference, protocol = setup()
-    got = compute_metrics_sharded(generator, 8, reference, "ref", protocol, METRICS, rank=0,
-                                  world=1, gather=lambda mine: [mine],
-                                  cache_dir=str(tmp_path / "a"), batch_size=16,
-                                  kid_subset_size=50)
+    got = compute_metrics_sharded(generator, 8, reference, "ref", protocol,
+                                  settings(str(tmp_path / "a")), rank=0, world=1,
+                                  gather=lambda mine: [mine])
     ref = single(str(tmp_path / "b"))
     assert got == pytest.approx(ref, rel=1e-5, abs=1e-6)
