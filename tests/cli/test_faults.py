@@ -179,49 +179,35 @@ def test_non_finite_before_any_checkpoint_gives_no_resume_hint(data: Path,
     assert "--ckpt_path last" not in errors[0] and "--overwrite true" in errors[0]
 
 
-def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch
-                                                           ) -> None:
-    from gan_mn.training.faults import AtomicCheckpointIO
-
-    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
-    io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
-
-    def dies_half_way(obj: Any, f: Any) -> None:
-        Path(f).write_bytes(b"\x80\x02partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", dies_half_way)
-    with pytest.raises(OSError, match="disk full"):
-        io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
-    monkeypatch.undo()
-    assert torch.load(path)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
-
-
-def test_a_full_disk_is_one_line_naming_the_intact_checkpoint(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch.save on a full disk raises a bare RuntimeError ("unexpected pos"); the user
-    gets one line that says so and that the previous checkpoint is intact."""
+@pytest.mark.parametrize(("error", "free", "match"), [
+    # another I/O error propagates as it is
+    (OSError("disk full"), 2**40, "disk full"),
+    # torch.save on a full disk raises a bare RuntimeError: one line that says what happened
+    (RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 64 vs 0"), 0,
+     r"the disk is full \(0 MiB free\): writing .*last.ckpt at step 2 failed and the "
+     r"previous last.ckpt is intact"),
+])
+def test_a_failed_save_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                error: Exception, free: int, match: str
+                                                ) -> None:
     import shutil
 
     from gan_mn.errors import UserError
     from gan_mn.training.faults import AtomicCheckpointIO
 
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
-    io.save_checkpoint({"global_step": 4, "w": torch.ones(10)}, path)
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
 
-    def full(obj: Any, f: Any) -> None:
-        Path(f).write_bytes(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 64 vs 0")
+    def dies_half_way(obj: Any, f: Any) -> None:
+        Path(f).write_bytes(b"\x80\x02partial")
+        raise error
 
-    monkeypatch.setattr(torch, "save", full)
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 0))
-    with pytest.raises(UserError, match=r"the disk is full \(0 MiB free\): writing .*last.ckpt "
-                                        r"at step 8 failed and the previous last.ckpt is intact"):
-        io.save_checkpoint({"global_step": 8, "w": torch.zeros(10)}, path)
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, free))
+    with pytest.raises(type(error) if free else UserError, match=match):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(1000)}, path)
     monkeypatch.undo()
-    assert torch.load(path)["global_step"] == 4
+    assert torch.load(path)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
