@@ -282,6 +282,10 @@ def _check_settings(cfg: Any) -> None:
     if max_steps is not None and max_steps != -1 and max_steps < 1:
         raise RunError(f"--trainer.max_steps must be a positive number of generator steps "
                        f"(or -1 for no limit), got {max_steps}")
+    kernels = ((cfg.model.norm_kwargs or {}).get("mn") or {}).get("kernels")
+    on_cpu = str(cfg.trainer.accelerator) == "cpu" or not torch.cuda.is_available()
+    if kernels == "triton" and on_cpu and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RunError("MN kernels='triton' needs a CUDA GPU; use kernels='auto' here")
 
 
 def _check_writable(run_dir: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gan_mn.errors import UserError
 from gan_mn.norm.functional import (
     Collectives,
     EagerForward,
@@ -296,9 +297,11 @@ def select_kernels(choice: str, x: Tensor) -> EagerKernels | TritonKernels:
     if choice == "auto":
         choice = "inductor"  # see the module docstring: Triton is opt-in until run on a GPU
     if choice == "triton":
+        # (UserError: a setting the user chose, found at the first training batch)
         if not triton_available():
-            raise ValueError("kernels='triton' needs Triton (it comes with CUDA builds of torch)")
+            raise UserError("kernels='triton' needs Triton (it comes with CUDA builds of torch)")
         if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("kernels='triton' needs CUDA tensors (or TRITON_INTERPRET=1)")
+            raise UserError("MN kernels='triton' needs CUDA tensors (or TRITON_INTERPRET=1 "
+                            "to interpret them on a CPU); use kernels='auto' here")
         return TRITON if x.dtype == torch.float32 else EAGER
     return INDUCTOR if choice == "inductor" else EAGER

@@ -260,3 +260,13 @@ def test_image_sizes_of_the_dcgan_family(tmp_path: Path, size: int,
 
     gan = load_run(tmp_path / "out" / "smoke-seed0" / "last.ckpt").gan
     assert gan.generator(gan.generator.sample_latent(2)).shape == (2, 3, 64, 64)
+
+
+def test_triton_kernels_without_a_gpu_are_refused_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET")  # (tests/conftest.py sets it for the kernels' tests)
+    out = tmp_path / "out"
+    assert fit(out, "--model.norm_kwargs", '{"mn": {"kernels": "triton"}}') == 2
+    assert "MN kernels='triton' needs a CUDA GPU" in error(capsys)
+    assert not out.exists()
