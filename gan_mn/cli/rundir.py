@@ -154,7 +154,12 @@ def record_resume(run_dir: Path, step: int, changed: dict[str, tuple[Any, Any]])
 
 class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer deletes an existing ``metrics.csv``; a resumed run must
-    append to it instead (keeping its header, which may gain columns)."""
+    append to it instead (keeping its header, which may gain columns).
+
+    The one place we override a private Lightning method (``_check_log_dir_exists``, and
+    its ``metrics_keys``): Lightning offers no append mode. lightning is pinned below 2.7
+    in pyproject so that a change there fails at install time.
+    """
 
     @override
     def _check_log_dir_exists(self) -> None:

@@ -6,6 +6,10 @@ from torch-fidelity's own noise stream (``rng_seed``), drawn by every rank in fu
 batch ``b`` is generated on rank ``b % world``; the features are put back in batch
 order. The metric arithmetic is torch-fidelity's (``*_featuresdict_to_*``), the same
 calls ``calculate_metrics`` makes, and the reference goes through its cache.
+
+This module is the one place that uses torch-fidelity's internal functions (its public
+API computes on one process only); torch-fidelity is pinned below 0.5 in pyproject so
+that a change there fails at install time.
 """
 
 from __future__ import annotations
