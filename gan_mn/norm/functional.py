@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView, fit, m_step
+from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView, fit, m_step, reseed_dead
 
 
 class EMSettings(NamedTuple):
@@ -55,6 +55,39 @@ Layout = tuple[torch.Size, bool]  # the input's shape, and whether it is channel
 Needs = tuple[bool, bool, bool]  # which of x, weight, bias need a gradient
 
 
+class MixtureState(NamedTuple):
+    """A layer's buffers that a training batch updates (in place)."""
+
+    running_weight: Tensor  # (K,)
+    running_mean: Tensor  # (K, C)
+    running_var: Tensor  # (K, C)
+    em_weight: Tensor  # (K,): the next batch's warm start
+    em_mean: Tensor
+    em_var: Tensor
+    num_batches_tracked: Tensor  # () long
+
+
+def update_state(state: MixtureState, x: Tensor, stats: BatchStats, momentum: float | None,
+                 min_mass: float = 1.0) -> None:
+    """Momentum update of the running mixture (cumulative with ``momentum=None``, as
+    BatchNorm) and the next warm start: the batch fit, dead components re-seeded
+    (:func:`gan_mn.norm.gmm.reseed_dead`). ``stats`` means are in ``x``'s coordinates."""
+    with torch.no_grad():
+        state.num_batches_tracked.add_(1)
+        f: Tensor | float = (1.0 / state.num_batches_tracked.to(stats.var.dtype)
+                             if momentum is None else momentum)
+        n = stats.mass.unsqueeze(1)
+        unbiased = stats.var * torch.where(n > 1, n / (n - 1).clamp_min(1e-12), 1.0)
+        for buf, new in ((state.running_weight, stats.weight), (state.running_mean, stats.mean),
+                         (state.running_var, unbiased)):
+            buf.mul_(1 - f).add_(new.to(buf.dtype) * f)
+        if state.em_weight.shape[0] > 1:
+            mix = reseed_dead(SampleView.of(x.detach()), stats, min_mass)
+            state.em_weight.copy_(mix.weight)
+            state.em_mean.copy_(mix.mean)
+            state.em_var.copy_(mix.var)
+
+
 class Forward(NamedTuple):
     """What a kernel set's training forward gives the Function."""
 
@@ -76,6 +109,11 @@ class Kernels(Protocol):
                  weight: Tensor | None, layout: Layout, needs: Needs,
                  sync: Collectives | None) -> tuple[Tensor | None, ...]:
         """Gradients of ``x``, ``weight`` and ``bias`` (None where not needed)."""
+        ...
+
+    def update_state(self, state: MixtureState, x: Tensor, stats: BatchStats,
+                     momentum: float | None) -> None:
+        """The layer's state after the batch (:func:`update_state`'s semantics)."""
         ...
 
 

@@ -32,10 +32,12 @@ from gan_mn.norm.functional import (
     EMSettings,
     Forward,
     Layout,
+    MixtureState,
     Needs,
     dx_tables,
     eager_backward,
     eager_forward,
+    update_state,
 )
 from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView, moments_to_stats
 
@@ -62,6 +64,10 @@ class EagerKernels:
                  sync: Collectives | None) -> tuple[Tensor | None, ...]:
         return eager_backward(grad_out, *saved, weight, *layout, decomposed=False, needs=needs,
                               sync=sync)
+
+    def update_state(self, state: MixtureState, x: Tensor, stats: BatchStats,
+                     momentum: float | None) -> None:
+        update_state(state, x, stats, momentum)
 
 
 class _Compiled:
@@ -231,6 +237,23 @@ class TritonKernels:
             mass_p.shape[0], c, shift.stride(0), float(count), em.eps,
             K=ncomp, KP=kp, HAS_CENTRE=has_centre, BLOCK_C=self.block_c)
         return BatchStats(mass, weight, mean, var), rstd
+
+    def update_state(self, state: MixtureState, x: Tensor, stats: BatchStats,
+                     momentum: float | None) -> None:
+        """One kernel (plus the counter increment and, with K > 1, the random picks torch
+        draws exactly as the eager path does, so both re-seed the same samples)."""
+        ncomp, c = stats.mean.shape
+        if not (x.is_contiguous() or SampleView.is_channels_last(x)):
+            x = x.contiguous()
+        m, _, length, strides = self._geometry(x)
+        state.num_batches_tracked.add_(1)
+        idx = (torch.randint(m, (ncomp,), device=x.device) if ncomp > 1
+               else state.num_batches_tracked)  # (unread placeholder)
+        self.k.mn_update_state[(_cdiv(c, self.block_c),)](
+            stats.mass, stats.weight, stats.mean, stats.var, *state, idx, x, c, length,
+            *strides, 0.0 if momentum is None else float(momentum), 1.0, K=ncomp,
+            KP=max(2, 1 << (ncomp - 1).bit_length()), CUMULATIVE=momentum is None,
+            WARM=ncomp > 1, BLOCK_C=self.block_c)
 
     def backward(self, grad_out: Tensor, saved: tuple[Tensor | None, ...],
                  weight: Tensor | None, layout: Layout, needs: Needs,

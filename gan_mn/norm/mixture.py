@@ -11,12 +11,13 @@ from gan_mn.norm.functional import (
     Collectives,
     EMSettings,
     MixtureNormFunction,
+    MixtureState,
     mixture_norm_autograd,
     normalize,
     shifted_samples,
 )
-from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, reseed_dead, seed
-from gan_mn.norm.kernels import KERNEL_CHOICES, select_kernels
+from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, seed
+from gan_mn.norm.kernels import EAGER, KERNEL_CHOICES, select_kernels
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -165,9 +166,12 @@ class MixtureNorm2d(nn.Module):
             kernels = select_kernels(self.kernels, x)
             y, *stats = MixtureNormFunction.apply(*args, kernels, sync, shift)
         else:
+            kernels = EAGER
             y, *stats = mixture_norm_autograd(*args, False, sync, shift)
         weight, mean, var, mass = stats
-        self._update(x, BatchStats(mass, weight, mean, var))
+        state = MixtureState(self.running_weight, self.running_mean, self.running_var,
+                             self.em_weight, self.em_mean, self.em_var, self.num_batches_tracked)
+        kernels.update_state(state, x, BatchStats(mass, weight, mean, var), self.momentum)
         return y
 
     def _eval(self, x: Tensor) -> Tensor:
@@ -197,22 +201,3 @@ class MixtureNorm2d(nn.Module):
             self.em_seeded.fill_(True)
             self._seeded = True
         return Mixture(self.em_weight, self.em_mean, self.em_var)
-
-    @torch.no_grad()
-    def _update(self, x: Tensor, stats: BatchStats) -> None:
-        """Momentum update of the running mixture and the next warm start."""
-        self.num_batches_tracked.add_(1)
-        if self.momentum is None:  # cumulative average, as BatchNorm
-            f: Tensor | float = 1.0 / self.num_batches_tracked.to(stats.var.dtype)
-        else:
-            f = self.momentum
-        n = stats.mass.unsqueeze(1)
-        unbiased = stats.var * torch.where(n > 1, n / (n - 1).clamp_min(1e-12), 1.0)
-        for buf, new in ((self.running_weight, stats.weight), (self.running_mean, stats.mean),
-                         (self.running_var, unbiased)):
-            buf.mul_(1 - f).add_(new.to(buf.dtype) * f)
-        if self.num_components > 1:
-            mix = reseed_dead(SampleView.of(x.detach()), stats, min_mass=1.0)
-            self.em_weight.copy_(mix.weight)
-            self.em_mean.copy_(mix.mean)
-            self.em_var.copy_(mix.var)

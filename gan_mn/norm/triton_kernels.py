@@ -1,6 +1,7 @@
 """Hand-written Triton kernels for Mixture Normalization's training forward and backward.
 
-Six launches per forward + backward (with the default single EM iteration):
+Six launches per forward + backward (with the default single EM iteration), and one
+for the layer's state update (:func:`mn_update_state`):
 
 - forward: :func:`mn_stats` (posteriors from the warm-start mixture, per-block
   moments), :func:`mn_finalize` (combine the blocks: the M-step), :func:`mn_output`
@@ -296,3 +297,48 @@ def mn_grad_input(dy_ptr, x_ptr, shift_ptr, a_ptr, t0_ptr, t1_ptr, t2_ptr, dx_pt
     terms = t0[None, :, :] + z[:, None, :] * t1[None, :, :] + dy[:, None, :] * t2[None, :, :]
     dx = tl.sum(a[:, :, None] * terms, axis=1)
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def mn_update_state(mass_ptr, lam_ptr, mean_ptr, var_ptr,
+                    rw_ptr, rmean_ptr, rvar_ptr, ew_ptr, emean_ptr, evar_ptr, nbt_ptr,
+                    idx_ptr, x_ptr, C, L, s_n, s_c, s_l, momentum, min_mass,
+                    K: tl.constexpr, KP: tl.constexpr, CUMULATIVE: tl.constexpr,
+                    WARM: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The layer's state after a batch, in place: momentum averages of the batch weights,
+    means and unbiased variances (``running_*``; cumulative from ``num_batches_tracked``
+    if CUMULATIVE) and, if WARM, the next warm start (``em_*``): the batch fit, with a
+    component whose mass fell below ``min_mass`` moved onto the sample ``idx[k]`` with
+    the batch's overall variance and an equal share of the weight (as ``reseed_dead``)."""
+    cs, c_ok, ks, k_ok, mask = _channel_block(C, K, KP, BLOCK_C)
+    if CUMULATIVE:
+        f = 1.0 / tl.load(nbt_ptr).to(tl.float32)
+    else:
+        f = momentum
+    mass = tl.load(mass_ptr + ks, mask=k_ok, other=0.0)
+    lam = tl.load(lam_ptr + ks, mask=k_ok, other=0.0)
+    mean = _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    var = _table(var_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    n = mass[:, None]
+    unbiased = var * tl.where(n > 1, n / tl.maximum(n - 1, 1e-12), 1.0)
+    offs = ks[:, None] * C + cs[None, :]
+    running_mean = _table(rmean_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    running_var = _table(rvar_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    tl.store(rmean_ptr + offs, running_mean * (1 - f) + mean * f, mask=mask)
+    tl.store(rvar_ptr + offs, running_var * (1 - f) + unbiased * f, mask=mask)
+    first = tl.program_id(0) == 0
+    running_weight = tl.load(rw_ptr + ks, mask=k_ok, other=0.0)
+    tl.store(rw_ptr + ks, running_weight * (1 - f) + lam * f, mask=k_ok & first)
+    if WARM:
+        dead = mass < min_mass
+        total_mean = tl.sum(lam[:, None] * mean, axis=0)
+        total_var = tl.maximum(tl.sum(lam[:, None] * (var + mean * mean), axis=0)
+                               - total_mean * total_mean, 0.0)
+        idx = tl.load(idx_ptr + ks, mask=k_ok, other=0)
+        picks = tl.load(x_ptr + ((idx // L) * s_n + (idx % L) * s_l)[:, None]
+                        + cs.to(tl.int64)[None, :] * s_c, mask=mask, other=0.0)
+        tl.store(emean_ptr + offs, tl.where(dead[:, None], picks.to(tl.float32), mean),
+                 mask=mask)
+        tl.store(evar_ptr + offs, tl.where(dead[:, None], total_var[None, :], var), mask=mask)
+        weight = tl.where(k_ok, tl.where(dead, 1.0 / K, lam), 0.0)
+        tl.store(ew_ptr + ks, weight / tl.sum(weight, axis=0), mask=k_ok & first)

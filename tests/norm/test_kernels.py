@@ -234,3 +234,30 @@ def test_layer_inside_a_compiled_model() -> None:
         torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
     for name, buf in model.state_dict().items():
         torch.testing.assert_close(buf, reference.state_dict()[name], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("memory_format", FORMATS)
+def test_triton_state_update_matches_eager(interpret: None, momentum: float | None,
+                                           memory_format: torch.memory_format) -> None:
+    """Running averages, the next warm start and the re-seeding of a dead component (mass
+    below one sample) at the same random sample as the eager update."""
+    from gan_mn.norm.functional import MixtureState
+    from gan_mn.norm.gmm import BatchStats
+
+    x = torch.randn(4, 8, 3, 3).contiguous(memory_format=memory_format)
+    stats = BatchStats(torch.tensor([20.0, 0.5, 15.5]), torch.tensor([0.55, 0.014, 0.436]),
+                       torch.randn(3, 8), torch.rand(3, 8) + 0.5)
+    initial = MixtureState(torch.full((3,), 1 / 3), torch.randn(3, 8), torch.rand(3, 8) + 1,
+                           torch.full((3,), 1 / 3), torch.zeros(3, 8), torch.ones(3, 8),
+                           torch.tensor(4))
+    states = []
+    for kernels in (EAGER, TRITON):
+        torch.manual_seed(7)
+        state = MixtureState(*(t.clone() for t in initial))
+        for _ in range(2):
+            kernels.update_state(state, x, stats, momentum)
+        states.append(state)
+    for a, b in zip(*states, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(states[1].em_mean[1], stats.mean[1])  # re-seeded at a sample
