@@ -197,8 +197,7 @@ class GANCLI(LightningCLI):
         if _launching_process():  # (CIFAR-10 downloads here, once, before any file)
             self.datamodule.load_images()
             metrics.check_data(self.datamodule)
-        # Nothing was written so far; from here on this process owns the run directory.
-        if _launching_process():
+            # Nothing was written so far; from here on this process owns the run directory.
             self.lock = RunLock(self.run_dir)
             self.lock.acquire()
             if cfg.overwrite:

@@ -230,9 +230,10 @@ def eager_backward(grad_out: Tensor, z: Tensor, a: Tensor | None, mass: Tensor, 
     return view.output(dx), grad_weight, grad_bias
 
 
-def _owned(t: Tensor) -> Tensor:
-    """A Function output must not be a view (compiled code may return one)."""
-    return t.clone() if t._base is not None else t
+def owned(t: Tensor | None) -> Tensor | None:
+    """A tensor of its own: Function outputs and gradients must not be views of the
+    compiled code's buffers (in-place ops after the layer, e.g. ``ReLU(inplace=True)``)."""
+    return t.clone() if t is not None and t._base is not None else t
 
 
 class MixtureNormFunction(torch.autograd.Function):
@@ -263,7 +264,7 @@ class MixtureNormFunction(torch.autograd.Function):
         ctx.kernels = kernels
         ctx.sync = sync
         s = res.stats
-        outputs = (_owned(res.out), s.weight, s.mean, s.var, s.mass)
+        outputs = (owned(res.out), s.weight, s.mean, s.var, s.mass)
         ctx.mark_non_differentiable(*outputs[1:])
         return outputs
 

@@ -37,6 +37,7 @@ from gan_mn.norm.functional import (
     dx_tables,
     eager_backward,
     eager_forward,
+    owned,
     update_state,
 )
 from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView, moments_to_stats
@@ -145,12 +146,7 @@ class InductorKernels(EagerKernels):
         fmt = torch.channels_last if layout[1] else torch.contiguous_format
         grad_out = grad_out.contiguous(memory_format=fmt)
         dx, gw, gb = self._backward(grad_out, *saved, weight, *layout, needs=needs)
-        return _owned(dx), gw, gb
-
-
-def _owned(t: Tensor | None) -> Tensor | None:
-    """Compiled code may return a view; autograd wants a tensor of its own."""
-    return t.clone() if t is not None and t._base is not None else t
+        return owned(dx), gw, gb
 
 
 class TritonKernels:
@@ -312,14 +308,14 @@ def triton_available() -> bool:
 
 
 def select_kernels(choice: str, x: Tensor) -> EagerKernels | TritonKernels:
-    """The kernel set for ``x`` under the layer's ``kernels`` option."""
-    if choice not in KERNEL_CHOICES:
-        raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}; got {choice!r}")
-    if torch.compiler.is_compiling():  # a compiled model: inline the decomposed code
-        return INDUCTOR
+    """The kernel set for ``x`` under the layer's ``kernels`` option (one of
+    ``KERNEL_CHOICES``, checked when the layer is built). Inside a model that is itself
+    being compiled, the Inductor set inlines its decomposed code into the model's graph."""
     if choice == "auto":
         choice = "inductor"  # see the module docstring: Triton is opt-in until run on a GPU
     if choice == "triton":
+        if torch.compiler.is_compiling():  # a compiled model: inline the decomposed code
+            return INDUCTOR
         # (UserError: a setting the user chose, found at the first training batch)
         if not triton_available():
             raise UserError("kernels='triton' needs Triton (it comes with CUDA builds of torch)")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gan_mn.report.runs import ReportError, RunLog
-from gan_mn.report.speedup import speedup_analysis
+from gan_mn.report.speedup import first_at_or_below, seed_curves, speedup_analysis
 
 
 @dataclass
@@ -68,11 +68,11 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
 
 def _first_reach(steps: np.ndarray, fid: np.ndarray, seconds: np.ndarray,
                  target: float) -> tuple[float | None, float | None]:
-    hit = np.nonzero(fid <= target + 1e-9)[0]
-    if hit.size == 0:
+    hit = int(first_at_or_below(fid, np.array([target]))[0])
+    if hit < 0:
         return None, None
-    t = float(seconds[hit[0]])
-    return float(steps[hit[0]]), (t if math.isfinite(t) else None)
+    t = float(seconds[hit])
+    return float(steps[hit]), (t if math.isfinite(t) else None)
 
 
 def _run_reach(run: RunLog, key: str, target: float) -> tuple[float | None, float | None]:
@@ -166,12 +166,7 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
 
 def mean_curve(members: list[RunLog], key: str) -> dict[str, np.ndarray]:
     """Mean and std over seeds at the steps every seed evaluated, with mean seconds."""
-    curves = [r.curve(key) for r in members]
-    common = sorted(set.intersection(*(set(s.tolist()) for s, _ in curves)))
-    if not common:
-        raise ReportError(f"the {members[0].label} runs share no evaluated step for {key}")
-    steps = np.array(common, dtype=float)
-    values = np.stack([np.interp(steps, s, v) for s, v in curves])  # exact: steps are common
+    steps, values = seed_curves(members, key)
     seconds = np.stack([r.seconds_at(steps) for r in members])
     return {"steps": steps, "mean": values.mean(0), "std": values.std(0),
             "seconds": seconds.mean(0)}

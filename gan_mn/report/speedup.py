@@ -27,26 +27,31 @@ from typing import Any
 
 import numpy as np
 
-from gan_mn.report.runs import RunLog
+from gan_mn.report.runs import ReportError, RunLog
 
 SEED = 0  # the bootstrap's random stream: the report is the same on every run
 
 
+def first_at_or_below(fid: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Index of the first evaluation at or below each target (-1 if never)."""
+    below = fid[None, :] <= np.asarray(targets, dtype=float)[:, None] + 1e-9
+    return np.where(below.any(axis=1), np.argmax(below, axis=1), -1)
+
+
 def _steps_to(steps: np.ndarray, fid: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """First evaluated step at or below each target (inf if never)."""
-    below = fid[None, :] <= targets[:, None] + 1e-9
-    first = np.argmax(below, axis=1)
-    return np.where(below.any(axis=1), steps[first], np.inf)
+    hit = first_at_or_below(fid, targets)
+    return np.where(hit >= 0, steps[np.maximum(hit, 0)], np.inf)
 
 
-def _curves(members: list[RunLog], key: str, common: np.ndarray) -> np.ndarray:
-    """``(seeds, steps)`` FID of each seed at the common evaluated steps."""
-    return np.stack([np.interp(common, *r.curve(key)) for r in members])
-
-
-def _common_steps(members: list[RunLog], key: str) -> np.ndarray:
-    return np.array(sorted(set.intersection(*(set(r.curve(key)[0].tolist())
-                                               for r in members))), dtype=float)
+def seed_curves(members: list[RunLog], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The steps every seed evaluated and each seed's values there, ``(seeds, steps)``."""
+    curves = [r.curve(key) for r in members]
+    common = sorted(set.intersection(*(set(s.tolist()) for s, _ in curves)))
+    if not common:
+        raise ReportError(f"the {members[0].label} runs share no evaluated step for {key}")
+    steps = np.array(common, dtype=float)
+    return steps, np.stack([np.interp(steps, s, v) for s, v in curves])  # exact: common steps
 
 
 def _ratio(ref: np.ndarray, grp: np.ndarray) -> np.ndarray:
@@ -74,8 +79,9 @@ def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
     """Per group: ``speedup_vs_fid``, ``auc``, ``cost_ratio`` and
     ``cost_adjusted_speedup_vs_fid`` (see the module's definitions)."""
     rng = np.random.default_rng(SEED)
-    common = {label: _common_steps(members, key) for label, members in groups.items()}
-    fids = {label: _curves(members, key, common[label]) for label, members in groups.items()}
+    curves = {label: seed_curves(members, key) for label, members in groups.items()}
+    common = {label: steps for label, (steps, _) in curves.items()}
+    fids = {label: values for label, (_, values) in curves.items()}
     ref_mean = fids[reference].mean(0)
     targets = np.linspace(ref_mean.min(), ref_mean.max(), num_thresholds)
     # bootstrap: seed indices drawn once per group, shared by the speed-up and the AUC
