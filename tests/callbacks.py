@@ -56,18 +56,19 @@ class PoisonAt(Callback):
 
 
 class SignalAt(Callback):
-    """Sends this process ``signum`` right after generator step ``step``."""
+    """Sends this process SIGTERM (what a scheduler sends) right after generator step
+    ``step``."""
 
-    def __init__(self, step: int, signum: int = 15) -> None:
+    def __init__(self, step: int) -> None:
         self.step = step
-        self.signum = signum
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self.step:
             import os
+            import signal
 
-            os.kill(os.getpid(), self.signum)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class RecordNorms(Callback):
@@ -108,7 +109,9 @@ class CtrlCInWorkers(Callback):
         import os
         import signal
 
-        loader = torch.utils.data.DataLoader(_Slow(), batch_size=4, num_workers=2)
+        # its own generator: the workers' seeds must not come from the run's random stream
+        loader = torch.utils.data.DataLoader(_Slow(), batch_size=4, num_workers=2,
+                                             generator=torch.Generator())
         for i, _ in enumerate(loader):
             if i == 2:  # the workers are up and busy
                 os.killpg(os.getpgid(0), signal.SIGINT)

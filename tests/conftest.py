@@ -14,6 +14,11 @@ if not torch.cuda.is_available():
     assert "triton" not in sys.modules, "triton was imported before tests/conftest.py"
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Inductor compiles in this process rather than in a pool of compile workers of its own:
+# on a small machine running the tests in parallel (pytest-xdist) that pool only competes
+# for the same cores (measured: 149 s -> 128 s for the suite on 2 cores).
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

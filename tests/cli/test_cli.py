@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,20 +29,24 @@ def step_of(ckpt: Path) -> int:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A 6-step run through the real entry point (a subprocess running `python -m gan_mn`)
-    on CIFAR-10-format data, MN in G and D, metrics every 3 steps with the tiny extractor."""
+    """A 6-step run through the entry point on CIFAR-10-format data, MN in G and D,
+    metrics every 3 steps with the tiny extractor (tests/cli/test_faults.py runs the
+    command in its own process)."""
     work = tmp_path_factory.mktemp("run")
     write_cifar10(work / "cifar", per_batch=20)
     cache = work / "cache"
-    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE, "--data.dataset", "cifar10",
-           "--data.root", str(work / "cifar"), "--data.download", "false",
-           "--model.d_norm", "mn", "--trainer.max_steps", "6", "--checkpoint.every_n_train_steps",
-           "3", "--metrics.every_n_steps", "3", "--metrics.num_samples", "40",
-           "--metrics.feature_extractor", "tiny-test", "--metrics.extractor_plugin",
-           TINY_EXTRACTOR, "--metrics.cache_dir", str(cache), *QUIET]
-    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "WANDB_SILENT": "true"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["fit", "-c", SMOKE, "--data.dataset", "cifar10", "--data.root", str(work / "cifar"),
+            "--data.download", "false", "--model.d_norm", "mn", "--trainer.max_steps", "6",
+            "--checkpoint.every_n_train_steps", "3", "--metrics.every_n_steps", "3",
+            "--metrics.num_samples", "40", "--metrics.feature_extractor", "tiny-test",
+            "--metrics.extractor_plugin", TINY_EXTRACTOR, "--metrics.cache_dir", str(cache),
+            *QUIET]
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        assert main(args) == 0
+    finally:
+        os.chdir(cwd)
     return work / "checkpoints" / "smoke-seed0"
 
 

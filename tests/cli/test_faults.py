@@ -4,6 +4,7 @@ bad input answered with one line."""
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -34,10 +35,24 @@ ARGS = ["--data.dataset", "imagefolder", "--data.batch_size", "8",
 
 
 def start(data: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE, "--data.root", str(data),
-           "--output_dir", str(out), *ARGS, *extra]
+    """A run in its own process (and process group, as a terminal gives a command): for
+    the runs a test interrupts."""
+    cmd = [sys.executable, "-m", "gan_mn", "fit", *fit_args(data, out, *extra)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, process_group=0)
+
+
+def fit_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["-c", SMOKE, "--data.root", str(data), "--output_dir", str(out), *ARGS, *extra]
+
+
+def fit_here(data: Path, out: Path, *extra: str) -> int:
+    """A run in this process, through the same entry point (no interpreter start-up);
+    ``trainer.deterministic`` is switched back off afterwards for the other tests."""
+    try:
+        return main(["fit", *fit_args(data, out, *extra)])
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
@@ -86,8 +101,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted run every interrupted one must reproduce exactly."""
     out = tmp_path_factory.mktemp("reference")
-    rc, err = finish(start(data, out))
-    assert rc == 0, err[-2000:]
+    assert fit_here(data, out) == 0
     return out / "smoke-seed0"
 
 
@@ -111,54 +125,38 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
     proc.wait()
     killed_at = load(run / "last.ckpt")["global_step"]  # a complete checkpoint, loadable
     assert 4 <= killed_at < STEPS and killed_at % 4 == 0
-    rc, err = finish(start(data, tmp_path, "--ckpt_path", "last"))
-    assert rc == 0, err[-2000:]
+    assert fit_here(data, tmp_path, "--ckpt_path", "last") == 0
     assert_matches_reference(run, reference)
 
 
-@pytest.mark.parametrize(("sig", "step"), [(signal.SIGTERM, 7), (signal.SIGTERM, 10),
-                                           (signal.SIGINT, 12)])
+@pytest.mark.parametrize(("step", "callback"), [
+    # SIGTERM during step 10, which ends an epoch: a state Lightning's own stop would save
+    # after closing the epoch, which resumes wrongly
+    (10, "SignalAt"),
+    # a terminal's Ctrl-C reaches every process of the group, data-loader workers included
+    # (as torch-fidelity's during an evaluation), here during step 7, mid-epoch
+    (7, "CtrlCInWorkers"),
+])
 def test_sigterm_and_ctrl_c_save_a_final_checkpoint(data: Path, reference: Path, tmp_path: Path,
-                                                   sig: signal.Signals, step: int) -> None:
-    """The signal arrives during step ``step`` (10 ends an epoch: a state Lightning's own
-    stop would save after closing the epoch, which resumes wrongly)."""
+                                                   step: int, callback: str) -> None:
     run = tmp_path / "smoke-seed0"
-    proc = start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.SignalAt",
-                 "--trainer.callbacks.init_args.step", str(step),
-                 "--trainer.callbacks.init_args.signum", str(int(sig)))
-    rc, err = finish(proc)
-    assert rc == 143, err[-2000:]
-    assert load(run / "last.ckpt")["global_step"] == step  # not the periodic one (4, 8)
-    assert "continue with the same command plus --ckpt_path last" in err
-    rc, err = finish(start(data, tmp_path, "--ckpt_path", "last"))
-    assert rc == 0, err[-2000:]
-    assert_matches_reference(run, reference)
-
-
-def test_ctrl_c_to_the_process_group_while_workers_run(data: Path, tmp_path: Path) -> None:
-    """A terminal's Ctrl-C reaches every process of the group, data-loader workers
-    included: the run still stops after the step, saves, and says how to resume."""
-    run = tmp_path / "smoke-seed0"
-    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE, "--data.root", str(data),
-           "--output_dir", str(tmp_path), *ARGS,
-           "--trainer.callbacks+=tests.callbacks.CtrlCInWorkers",
-           "--trainer.callbacks.init_args.step", "6"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # its own process group
+    proc = start(data, tmp_path, f"--trainer.callbacks+=tests.callbacks.{callback}",
+                 "--trainer.callbacks.init_args.step", str(step))
     rc, err = finish(proc)
     assert rc == 143, err[-3000:]
     assert "Traceback" not in err
-    assert load(run / "last.ckpt")["global_step"] == 6
+    assert load(run / "last.ckpt")["global_step"] == step  # not the periodic one (4, 8)
     assert "continue with the same command plus --ckpt_path last" in err
+    assert fit_here(data, tmp_path, "--ckpt_path", "last") == 0
+    assert_matches_reference(run, reference)
 
 
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
-        data: Path, tmp_path: Path) -> None:
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "smoke-seed0"
-    proc = start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.PoisonAt",
-                 "--trainer.callbacks.init_args.step", "6")
-    rc, err = finish(proc)
-    assert rc == 1
+    assert fit_here(data, tmp_path, "--trainer.callbacks+=tests.callbacks.PoisonAt",
+                    "--trainer.callbacks.init_args.step", "6") == 1
+    err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("gan-mn: error:")]
     assert len(errors) == 1 and "non-finite" in errors[0] and "step 7" in errors[0]
     assert f"the last good checkpoint is {run / 'last.ckpt'}: resume it" in errors[0]
@@ -170,11 +168,12 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
     assert not list(run.glob("*step*7*")) and not list(run.glob(".*tmp"))
 
 
-def test_non_finite_before_any_checkpoint_gives_no_resume_hint(data: Path,
-                                                               tmp_path: Path) -> None:
-    rc, err = finish(start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.PoisonAt",
-                           "--trainer.callbacks.init_args.step", "1"))
-    errors = [line for line in err.splitlines() if line.startswith("gan-mn: error:")]
+def test_non_finite_before_any_checkpoint_gives_no_resume_hint(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = fit_here(data, tmp_path, "--trainer.callbacks+=tests.callbacks.PoisonAt",
+                  "--trainer.callbacks.init_args.step", "1")
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("gan-mn: error:")]
     assert rc == 1 and len(errors) == 1 and "no checkpoint was saved before it" in errors[0]
     assert "--ckpt_path last" not in errors[0] and "--overwrite true" in errors[0]
 
@@ -211,25 +210,26 @@ def test_a_failed_save_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pyt
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-SAVER = """
-import sys, torch
-from gan_mn.training.faults import AtomicCheckpointIO
-io = AtomicCheckpointIO()
-for i in range(10**6):
-    io.save_checkpoint({"i": i, "w": torch.full((4_000_000,), float(i))}, sys.argv[1])
-    print(i, flush=True)
-"""
+def _save_forever(path: Path, saved: Any) -> None:
+    from gan_mn.training.faults import AtomicCheckpointIO
+
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool
+    io = AtomicCheckpointIO()
+    for i in range(10**6):
+        io.save_checkpoint({"i": i, "w": torch.full((4_000_000,), float(i))}, path)
+        saved.set()
 
 
 def test_sigkill_during_saves_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    proc.stdout.readline()  # one complete save, the next one under way
+    fork = multiprocessing.get_context("fork")  # a second process, without a new interpreter
+    saved = fork.Event()
+    saver = fork.Process(target=_save_forever, args=(path, saved), daemon=True)
+    saver.start()
+    assert saved.wait(60)  # one complete save, the next one under way
     time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    saver.kill()
+    saver.join()
     ckpt = torch.load(path)  # loads: not truncated; and all of one save, not a mix
     assert ckpt["w"].numel() == 4_000_000 and bool((ckpt["w"] == ckpt["i"]).all())
 

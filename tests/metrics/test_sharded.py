@@ -1,16 +1,16 @@
-"""Metrics over 2 processes (gloo): each generates half the batches, rank 0 computes once,
-and the values are those of one process computing on all the samples."""
+"""Metrics over 2 ranks: each generates half the batches, rank 0 computes once, and the
+values are those of one process computing on all the samples."""
 
 from __future__ import annotations
 
-import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gan_mn.data import UInt8Images
 from gan_mn.metrics import MetricSettings, Protocol, compute_metrics, load_plugin
@@ -41,32 +41,34 @@ def single(cache: str) -> dict[str, float]:
     return compute_metrics(generator, 8, reference, "ref", protocol, settings(cache))
 
 
-def _worker(rank: int, port: int, cache: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=2)
-    generator, reference, protocol = setup()
-    calls = []
-    generator.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+def run_ranks(cache: str) -> list[dict[str, Any]]:
+    """Both ranks of a 2-process run, as two threads of this process that exchange their
+    features through ``gather`` (what ``all_gather_object`` does between processes; the
+    real process group is exercised by tests/cli/test_ddp.py)."""
+    generators = [setup()[0] for _ in range(2)]  # one model per rank, as in DDP
+    _, reference, protocol = setup()
+    calls: list[list[int]] = [[], []]
+    for rank, generator in enumerate(generators):
+        generator.register_forward_hook(lambda m, i, o, rank=rank: calls[rank].append(o.shape[0]))
+    barrier, parts = threading.Barrier(2), [None, None]
 
-    def gather(mine: Any) -> list[Any]:
-        parts: list[Any] = [None, None]
-        dist.all_gather_object(parts, mine)
-        return parts
+    def gather(rank: int, mine: Any) -> list[Any]:
+        parts[rank] = mine
+        barrier.wait()
+        return list(parts)
 
-    values = compute_metrics_sharded(generator, 8, reference, "ref", protocol, settings(cache),
-                                     rank=rank, world=2, gather=gather)
-    torch.save({"values": values, "calls": calls}, f"{out}.{rank}")
-    dist.destroy_process_group()
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(compute_metrics_sharded, generators[rank], 8, reference, "ref",
+                               protocol, settings(cache), rank=rank, world=2,
+                               gather=partial(gather, rank)) for rank in range(2)]
+        values = [f.result(timeout=300) for f in futures]
+    return [{"values": v, "calls": c} for v, c in zip(values, calls, strict=True)]
 
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
     tmp = tmp_path_factory.mktemp("sharded")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, str(tmp / "cache"), str(tmp / "out")), nprocs=2, join=True)
-    return [torch.load(tmp / f"out.{r}") for r in range(2)], tmp
+    return run_ranks(str(tmp / "cache")), tmp
 
 
 def test_two_ranks_equal_one_process(sharded: tuple[list[dict[str, Any]], Path]) -> None:
