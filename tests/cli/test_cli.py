@@ -31,12 +31,14 @@ def step_of(ckpt: Path) -> int:
 def trained(tmp_path_factory) -> Path:
     """A 6-step run through the entry point on CIFAR-10-format data, MN in G and D,
     metrics every 3 steps with the tiny extractor (tests/cli/test_faults.py runs the
-    command in its own process)."""
+    command in its own process). MN's eager kernels: the compiled ones have their own
+    tests (tests/norm/test_kernels.py), and compiling them again here costs seconds."""
     work = tmp_path_factory.mktemp("run")
     write_cifar10(work / "cifar", per_batch=20)
     cache = work / "cache"
     args = ["fit", "-c", SMOKE, "--data.dataset", "cifar10", "--data.root", str(work / "cifar"),
-            "--data.download", "false", "--model.d_norm", "mn", "--trainer.max_steps", "6",
+            "--data.download", "false", "--model.d_norm", "mn",
+            "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}', "--trainer.max_steps", "6",
             "--checkpoint.every_n_train_steps", "3", "--metrics.every_n_steps", "3",
             "--metrics.num_samples", "40", "--metrics.feature_extractor", "tiny-test",
             "--metrics.extractor_plugin", TINY_EXTRACTOR, "--metrics.cache_dir", str(cache),
@@ -88,7 +90,8 @@ def test_fit_on_an_image_folder(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "imgs", n=40)
     os.chdir(tmp_path)
     assert main(["fit", "-c", SMOKE, "--data.dataset", "imagefolder", "--data.root",
-                 str(tmp_path / "imgs"), "--trainer.max_steps", "6", *QUIET]) == 0
+                 str(tmp_path / "imgs"), "--trainer.max_steps", "6",
+                 "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}', *QUIET]) == 0
     run = tmp_path / "checkpoints" / "smoke-seed0"
     assert step_of(run / "last.ckpt") == 6 and (run / "metrics.csv").is_file()
     assert list((run / "wandb").glob("offline-run-*"))
