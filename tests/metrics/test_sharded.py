@@ -54,7 +54,7 @@ def run_ranks(cache: str) -> list[dict[str, Any]]:
 
     def gather(rank: int, mine: Any) -> list[Any]:
         parts[rank] = mine
-        barrier.wait()
+        barrier.wait(timeout=120)  # a rank that failed earlier must not hang the other
         return list(parts)
 
     with ThreadPoolExecutor(2) as pool:
