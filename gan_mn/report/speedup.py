@@ -8,9 +8,10 @@ Definitions (also written into report.md):
   (per seed, and for the group's seed-mean curve); ``None`` if never.
 - ``speedup(X)`` = reference ``steps(X)`` / group ``steps(X)``, from seed-mean curves.
   Its interval: resample the seeds of each group with replacement (the reference's and
-  the group's independently), recompute both seed-mean curves and the ratio; the 2.5th
-  and 97.5th percentiles over the resamples. A resample that never reaches ``X`` counts
-  as infinitely slow (ratio 0 for the group, infinite for the reference).
+  the group's independently, each from a random stream seeded by its name), recompute both
+  seed-mean curves and the ratio; the 2.5th and 97.5th percentiles over the resamples.
+  A resample that never reaches ``X`` counts as infinitely slow (ratio 0 for the group,
+  infinite for the reference).
 - ``auc``: the mean FID over the steps every group evaluated (the area under the
   piecewise-linear FID-vs-step curve divided by the step range), averaged over seeds,
   with the same bootstrap. Lower is better; it does not hang on one evaluation.
@@ -23,13 +24,14 @@ Definitions (also written into report.md):
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any
 
 import numpy as np
 
 from gan_mn.report.runs import ReportError, RunLog
 
-SEED = 0  # the bootstrap's random stream: the report is the same on every run
+SEED = 0  # with each group's name, its bootstrap stream: the report is the same every run
 
 
 def first_at_or_below(fid: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -78,15 +80,15 @@ def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
                      cost_ratios: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Per group: ``speedup_vs_fid``, ``auc``, ``cost_ratio`` and
     ``cost_adjusted_speedup_vs_fid`` (see the module's definitions)."""
-    rng = np.random.default_rng(SEED)
     curves = {label: seed_curves(members, key) for label, members in groups.items()}
     common = {label: steps for label, (steps, _) in curves.items()}
     fids = {label: values for label, (_, values) in curves.items()}
     ref_mean = fids[reference].mean(0)
     targets = np.linspace(ref_mean.min(), ref_mean.max(), num_thresholds)
-    # bootstrap: seed indices drawn once per group, shared by the speed-up and the AUC
-    draws = {label: rng.integers(0, f.shape[0], size=(resamples, f.shape[0]))
-             for label, f in sorted(fids.items())}
+    # bootstrap: seed indices drawn once per group, shared by the speed-up and the AUC,
+    # from a stream of the group's own, so other groups' runs do not move its intervals
+    draws = {label: np.random.default_rng([SEED, zlib.crc32(label.encode())]).integers(
+                 0, f.shape[0], size=(resamples, f.shape[0])) for label, f in fids.items()}
 
     def reach(label: str, rows: np.ndarray | None = None) -> np.ndarray:
         f = fids[label] if rows is None else fids[label][rows]

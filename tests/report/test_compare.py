@@ -181,6 +181,28 @@ def test_speedup_intervals_cover_the_seed_spread(tmp_path: Path) -> None:
     assert again["groups"]["mn-g"]["speedup_vs_fid"] == v  # a fixed bootstrap stream
 
 
+
+def test_a_groups_intervals_do_not_depend_on_the_other_groups(tmp_path: Path) -> None:
+    """Each group's bootstrap has its own random stream: adding a run to another group
+    (or a new group, here one that sorts before it) leaves its intervals as they were."""
+    bn = [(50, 40, 30, 20), (52, 44, 28, 22), (48, 38, 32, 18)]
+    # 8 seeds: enough distinct resamples that another random stream moves the percentiles
+    mn = [(40 + i, 30 + (3 * i) % 7 * 1.3, 25 + (5 * i) % 4 * 0.7, 24 - i / 3) for i in range(8)]
+    runs = [write_run(tmp_path, "bn", i, dict(zip(LINEAR, f, strict=True)))
+            for i, f in enumerate(bn)]
+    runs += [write_run(tmp_path, "mn-g", i, dict(zip(LINEAR, f, strict=True)))
+             for i, f in enumerate(mn)]
+    others = [write_run(tmp_path, "mn-d", i, dict(zip(LINEAR, f, strict=True)))
+              for i, f in enumerate([(45, 35, 30, 25), (47, 37, 29, 21), (44, 39, 27, 22)])]
+
+    def mn_g(paths: list[Path]) -> dict:
+        g = build_report([read_run(r) for r in paths], num_thresholds=5).summary["groups"]
+        return {k: g["mn-g"][k] for k in ("speedup_vs_fid", "auc")}
+
+    alone = mn_g(runs)
+    assert mn_g(runs + others[:2]) == alone
+    assert mn_g(runs + others) == alone
+
 def test_cost_ratios_from_the_benchmark_json(tmp_path: Path) -> None:
     runs = study(tmp_path / "runs")
     cost = tmp_path / "cost.json"
