@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
 STEPS = 24
 # 40 images in batches of 8: an epoch is 5 steps, so runs cross epochs and are killed
-# mid-epoch. Eager MN (no compile) keeps the runs quick; EMA is on so that its
+# mid-epoch. Eager MN (no compile) keeps the subprocesses quick; EMA is on so that its
 # state has to come back too.
 ARGS = ["--data.dataset", "imagefolder", "--data.batch_size", "8",
         "--trainer.max_steps", str(STEPS), "--trainer.deterministic", "true",
@@ -35,57 +34,12 @@ ARGS = ["--data.dataset", "imagefolder", "--data.batch_size", "8",
         "--trainer.enable_model_summary", "false"]
 
 
-class Run:
-    """`gan-mn fit` (the CLI's `main`) in a forked child, for the runs a test interrupts:
-    a second process without a new interpreter (Lightning's import alone takes seconds),
-    in its own process group as a terminal gives a command, one thread (as `fit_here`'s
-    runs, so that an interrupted run and its reference compute alike), its stdout and
-    stderr in a file."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log, self.returncode = log, None
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: never returns into pytest
-            code = 1
-            try:
-                os.setpgid(0, 0)
-                torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool
-                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-                sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-                code = main(args)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float = 300) -> int:
-        deadline = time.time() + timeout
-        while self.poll() is None:
-            if time.time() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                raise AssertionError(f"the run did not end in {timeout} s: {self.err()[-2000:]}")
-            time.sleep(0.02)
-        return self.returncode
-
-    def err(self) -> str:
-        return self.log.read_text()
-
-
-def start(data: Path, out: Path, *extra: str) -> Run:
-    return Run(["fit", *fit_args(data, out, *extra)], out / "run.log")
+def start(data: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    """A run in its own process (and process group, as a terminal gives a command): for
+    the runs a test interrupts."""
+    cmd = [sys.executable, "-m", "gan_mn", "fit", *fit_args(data, out, *extra)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, process_group=0)
 
 
 def fit_args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -95,19 +49,21 @@ def fit_args(data: Path, out: Path, *extra: str) -> list[str]:
 def fit_here(data: Path, out: Path, *extra: str) -> int:
     """A run in this process, through the same entry point (no interpreter start-up);
     ``trainer.deterministic`` is switched back off afterwards for the other tests."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the forked runs (`Run`)
     try:
         return main(["fit", *fit_args(data, out, *extra)])
     finally:
-        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)
 
 
-def wait_for(path: Path, run: Run) -> None:
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
     deadline = time.time() + 120
     while not path.exists():
-        assert run.poll() is None, run.err()[-2000:]
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
         assert time.time() < deadline
         time.sleep(0.05)
 
@@ -165,8 +121,8 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
     proc = start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.SlowDown")
     wait_for(run / "last.ckpt", proc)
     time.sleep(0.7)  # somewhere after step 4's checkpoint, maybe inside the next save
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     killed_at = load(run / "last.ckpt")["global_step"]  # a complete checkpoint, loadable
     assert 4 <= killed_at < STEPS and killed_at % 4 == 0
     assert fit_here(data, tmp_path, "--ckpt_path", "last") == 0
@@ -186,7 +142,7 @@ def test_sigterm_and_ctrl_c_save_a_final_checkpoint(data: Path, reference: Path,
     run = tmp_path / "smoke-seed0"
     proc = start(data, tmp_path, f"--trainer.callbacks+=tests.callbacks.{callback}",
                  "--trainer.callbacks.init_args.step", str(step))
-    rc, err = proc.wait(), proc.err()
+    rc, err = finish(proc)
     assert rc == 143, err[-3000:]
     assert "Traceback" not in err
     assert load(run / "last.ckpt")["global_step"] == step  # not the periodic one (4, 8)
