@@ -22,24 +22,19 @@ if _WORKERS > 1:
 # for the same cores (measured: 149 s -> 128 s for the suite on 2 cores).
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
+import torch  # noqa: E402  (after the settings above, which it reads when loaded)
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Triton decorates its own library when it is first imported, so its CPU interpreter
-    (the Triton kernels' tests, on CPU tensors) is chosen before any test module imports
-    it. Not in xdist's controller: it runs no test and so need not import torch."""
-    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
-        return
-    import torch
+if _WORKERS > 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-    if "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    if not torch.cuda.is_available():
-        assert "triton" not in sys.modules, "triton was imported before tests/conftest.py"
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+# Triton decorates its own library when it is first imported, so its CPU interpreter (the
+# Triton kernels' tests, on CPU tensors) is chosen here, before any conftest or test
+# module imports it (Lightning imports it).
+if not torch.cuda.is_available():
+    assert "triton" not in sys.modules, "triton was imported before tests/conftest.py"
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
-    import torch
-
     torch.manual_seed(0)
