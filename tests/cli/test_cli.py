@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from gan_mn.cli import main
+from tests.cli.common import EAGER_MN, SMOKE
 from tests.fakes import TINY_EXTRACTOR, write_cifar10, write_image_folder
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = str(ROOT / "configs" / "smoke.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -37,8 +36,8 @@ def trained(tmp_path_factory) -> Path:
     write_cifar10(work / "cifar", per_batch=20)
     cache = work / "cache"
     args = ["fit", "-c", SMOKE, "--data.dataset", "cifar10", "--data.root", str(work / "cifar"),
-            "--data.download", "false", "--model.d_norm", "mn",
-            "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}', "--trainer.max_steps", "6",
+            "--data.download", "false", "--model.d_norm", "mn", *EAGER_MN,
+            "--trainer.max_steps", "6",
             "--checkpoint.every_n_train_steps", "3", "--metrics.every_n_steps", "3",
             "--metrics.num_samples", "40", "--metrics.feature_extractor", "tiny-test",
             "--metrics.extractor_plugin", TINY_EXTRACTOR, "--metrics.cache_dir", str(cache),
@@ -90,8 +89,7 @@ def test_fit_on_an_image_folder(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "imgs", n=40)
     os.chdir(tmp_path)
     assert main(["fit", "-c", SMOKE, "--data.dataset", "imagefolder", "--data.root",
-                 str(tmp_path / "imgs"), "--trainer.max_steps", "6",
-                 "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}', *QUIET]) == 0
+                 str(tmp_path / "imgs"), "--trainer.max_steps", "6", *EAGER_MN, *QUIET]) == 0
     run = tmp_path / "checkpoints" / "smoke-seed0"
     assert step_of(run / "last.ckpt") == 6 and (run / "metrics.csv").is_file()
     assert list((run / "wandb").glob("offline-run-*"))

@@ -11,16 +11,15 @@ import torch
 
 from gan_mn.norm import MixtureNorm2d, SyncMixtureNorm2d
 from gan_mn.training import load_run
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli.common import EAGER_MN, ROOT, SMOKE
 
 
 def test_two_process_fit_syncs_mn_logs_metrics_once_and_loads_in_one(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", str(ROOT / "configs" / "smoke.yaml"),
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE,
            "--trainer.strategy", "ddp", "--trainer.devices", "2",
            "--trainer.accelerator", "cpu", "--trainer.max_steps", "6",
            "--trainer.log_every_n_steps", "1", "--output_dir", str(tmp_path / "runs"),
-           "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}',
+           *EAGER_MN,
            "--trainer.callbacks+=tests.callbacks.RecordNorms",
            "--trainer.callbacks.init_args.path", str(tmp_path / "norms"),
            "--metrics.every_n_steps", "3", "--metrics.num_samples", "20",

@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from gan_mn.cli import main
+from tests.cli.common import EAGER_MN, ROOT, SMOKE
 from tests.fakes import write_image_folder
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = str(ROOT / "configs" / "smoke.yaml")
 STEPS = 24
 # 40 images in batches of 8: an epoch is 5 steps, so runs cross epochs and are killed
 # mid-epoch. Eager MN (no compile) keeps the subprocesses quick; EMA is on so that its
@@ -28,7 +27,7 @@ STEPS = 24
 ARGS = ["--data.dataset", "imagefolder", "--data.batch_size", "8",
         "--trainer.max_steps", str(STEPS), "--trainer.deterministic", "true",
         "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "4",
-        "--model.sample_every_n_steps", "0", "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}',
+        "--model.sample_every_n_steps", "0", *EAGER_MN,
         "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
         "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false"]
@@ -326,7 +325,6 @@ def test_wandb_online_without_login_falls_back_to_offline(
     monkeypatch.setenv("NETRC", str(in_tmp / "no-netrc"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(in_tmp / "wandb-config"))
     assert main(["fit", "-c", SMOKE, "--wandb.mode", "online", "--trainer.max_steps", "2",
-                 "--trainer.log_every_n_steps", "1", *ARGS[-4:],
-                 "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}']) == 0
+                 "--trainer.log_every_n_steps", "1", *ARGS[-4:], *EAGER_MN]) == 0
     assert "not logged in" in caplog.text and "logging offline instead" in caplog.text
     assert list((in_tmp / "checkpoints" / "smoke-seed0" / "wandb").glob("offline-run-*"))

@@ -16,12 +16,11 @@ import yaml
 
 from gan_mn.cli import main
 from gan_mn.cli.rundir import RunLock
+from tests.cli.common import EAGER_MN, SMOKE
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = str(ROOT / "configs" / "smoke.yaml")
 FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
         "--model.sample_every_n_steps", "0",
-        "--model.norm_kwargs", '{"mn": {"kernels": "eager"}}', "--wandb.mode", "disabled",
+        *EAGER_MN, "--wandb.mode", "disabled",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 

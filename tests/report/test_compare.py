@@ -181,7 +181,6 @@ def test_speedup_intervals_cover_the_seed_spread(tmp_path: Path) -> None:
     assert again["groups"]["mn-g"]["speedup_vs_fid"] == v  # a fixed bootstrap stream
 
 
-
 def test_a_groups_intervals_do_not_depend_on_the_other_groups(tmp_path: Path) -> None:
     """Each group's bootstrap has its own random stream: adding a run to another group
     (or a new group, here one that sorts before it) leaves its intervals as they were."""
@@ -202,6 +201,7 @@ def test_a_groups_intervals_do_not_depend_on_the_other_groups(tmp_path: Path) ->
     alone = mn_g(runs)
     assert mn_g(runs + others[:2]) == alone
     assert mn_g(runs + others) == alone
+
 
 def test_cost_ratios_from_the_benchmark_json(tmp_path: Path) -> None:
     runs = study(tmp_path / "runs")
