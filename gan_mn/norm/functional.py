@@ -67,6 +67,14 @@ class MixtureState(NamedTuple):
     num_batches_tracked: Tensor  # () long
 
 
+class StateUpdate(NamedTuple):
+    """What a training batch updates, given to the kernels so they fold it into their
+    passes: the layer's buffers and its momentum (``None``: a cumulative average)."""
+
+    state: MixtureState
+    momentum: float | None
+
+
 def update_state(state: MixtureState, x: Tensor, stats: BatchStats, momentum: float | None,
                  min_mass: float = 1.0) -> None:
     """Momentum update of the running mixture (cumulative with ``momentum=None``, as
@@ -82,7 +90,8 @@ def update_state(state: MixtureState, x: Tensor, stats: BatchStats, momentum: fl
                          (state.running_var, unbiased)):
             buf.mul_(1 - f).add_(new.to(buf.dtype) * f)
         if state.em_weight.shape[0] > 1:
-            mix = reseed_dead(SampleView.of(x.detach()), stats, min_mass)
+            mix = reseed_dead(SampleView.of(x.detach()), stats, min_mass,
+                              state.num_batches_tracked)
             state.em_weight.copy_(mix.weight)
             state.em_mean.copy_(mix.mean)
             state.em_var.copy_(mix.var)
@@ -101,19 +110,16 @@ class Kernels(Protocol):
 
     def forward(self, x: Tensor, weight: Tensor | None, bias: Tensor | None,
                 posteriors: Tensor | None, start: Mixture | None, em: EMSettings,
-                sync: Collectives | None, shift: Tensor | None) -> Forward:
-        """Estimate the posteriors (unless given), M-step and normalize ``x``."""
+                sync: Collectives | None, shift: Tensor | None,
+                update: StateUpdate | None) -> Forward:
+        """Estimate the posteriors (unless given), M-step and normalize ``x``; then, if
+        given, :func:`update_state` the layer's buffers."""
         ...
 
     def backward(self, grad_out: Tensor, saved: tuple[Tensor | None, ...],
                  weight: Tensor | None, layout: Layout, needs: Needs,
                  sync: Collectives | None) -> tuple[Tensor | None, ...]:
         """Gradients of ``x``, ``weight`` and ``bias`` (None where not needed)."""
-        ...
-
-    def update_state(self, state: MixtureState, x: Tensor, stats: BatchStats,
-                     momentum: float | None) -> None:
-        """The layer's state after the batch (:func:`update_state`'s semantics)."""
         ...
 
 
@@ -161,9 +167,11 @@ class EagerForward(NamedTuple):
 def eager_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
                   posteriors: Tensor | None, start: Mixture | None, em: EMSettings,
                   detach: bool, *, decomposed: bool, sync: Collectives | None = None,
-                  shift: Tensor | None = None) -> EagerForward:
+                  shift: Tensor | None = None, update: StateUpdate | None = None
+                  ) -> EagerForward:
     """Shift, estimate the posteriors (unless given), M-step and normalise, in torch ops
-    (``decomposed``: in the form ``torch.compile`` fuses into single passes).
+    (``decomposed``: in the form ``torch.compile`` fuses into single passes), then
+    ``update`` the layer's state if given (compiled, into the same kernels).
 
     Eagerly without grad (inside the autograd Function) the output is written
     straight into a fresh ``(N, C, H, W)`` tensor: a Function's output must not be
@@ -182,9 +190,12 @@ def eager_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     inv_std = torch.rsqrt(stats.var + em.eps)  # compiled, this and normalize's are one op
     if torch.is_grad_enabled() or decomposed:
         out, a = normalize(view, z, tau, stats, em.eps, weight, bias)
-        return EagerForward(view.output(out), z, a, c, stats, inv_std)
-    y = torch.empty_like(x)
-    _, a = normalize(view, z, tau, stats, em.eps, weight, bias, out=view.samples(y))
+        y = view.output(out)
+    else:
+        y = torch.empty_like(x)
+        _, a = normalize(view, z, tau, stats, em.eps, weight, bias, out=view.samples(y))
+    if update is not None:
+        update_state(update.state, x, stats._replace(mean=stats.mean + c), update.momentum)
     return EagerForward(y, z, a, c, stats, inv_std)
 
 
@@ -253,12 +264,15 @@ class MixtureNormFunction(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
                 posteriors: Tensor | None, start: Mixture | None, em: EMSettings,
                 kernels: Kernels, sync: Collectives | None = None,
-                shift: Tensor | None = None) -> tuple[Tensor, ...]:
+                shift: Tensor | None = None, update: StateUpdate | None = None
+                ) -> tuple[Tensor, ...]:
         # Plain tensors, not Parameters: torch.compile keeps Parameter shapes static,
         # which would compile once per channel count.
         # (x too: one graph whether or not it requires grad.)
         w, b = (None if t is None else t.detach() for t in (weight, bias))
-        res = kernels.forward(x.detach(), w, b, posteriors, start, em, sync, shift)
+        res = kernels.forward(x.detach(), w, b, posteriors, start, em, sync, shift, update)
+        # The statistics outputs take no gradient: autograd need not make zeros for them.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*res.saved, weight)
         ctx.layout = (x.shape, SampleView.is_channels_last(x))
         ctx.kernels = kernels
@@ -269,14 +283,20 @@ class MixtureNormFunction(torch.autograd.Function):
         return outputs
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_out: Tensor | None, *_: Tensor | None
+                 ) -> tuple[Tensor | None, ...]:
         *saved, weight = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
-        with torch.autocast(grad_out.device.type, enabled=False):
-            grads = ctx.kernels.backward(grad_out, tuple(saved),
-                                         None if weight is None else weight.detach(),
-                                         ctx.layout, needs, ctx.sync)
-        return (*grads, None, None, None, None, None, None)
+        if grad_out is None:  # the output was not used: nothing flows back
+            return (None,) * 10
+        args = (grad_out, tuple(saved), None if weight is None else weight.detach(),
+                ctx.layout, needs, ctx.sync)
+        if torch.is_autocast_enabled(grad_out.device.type):
+            with torch.autocast(grad_out.device.type, enabled=False):
+                grads = ctx.kernels.backward(*args)
+        else:
+            grads = ctx.kernels.backward(*args)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,

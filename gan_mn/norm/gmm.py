@@ -277,20 +277,40 @@ def seed(view: SampleView, z: Tensor, z2: Tensor, k: int, iters: int,
     return Mixture(stats.weight, stats.mean, stats.var)
 
 
-def reseed_dead(view: SampleView, stats: BatchStats, min_mass: float) -> Mixture:
-    """The batch fit as the next warm start, with dead components moved onto random samples.
+def pick_index(count: Tensor, k: int, m: int) -> Tensor:
+    """``(k,)`` sample indices in ``[0, m)`` for batch ``count`` (a device scalar): where a
+    dead component re-seeds. An integer hash of ``(count, component)``, computed on the
+    device in int64 (every product stays below 2**63) and identically by the Triton
+    kernels (``_pick``): no host read, no draw on torch's random stream (so MN and BN
+    runs of one seed draw the same noise), and a resumed run picks what an
+    uninterrupted one would."""
+    mod = 4294967296
+    ks = torch.arange(k, device=count.device, dtype=torch.int64)
+    h = ((count.long() % mod) * 2146121005 + ks * 740048493 + 1) % mod
+    h = h ^ (h >> 16)
+    h = (h * 2146121005) % mod
+    h = h ^ (h >> 15)
+    h = (h * 740048493) % mod
+    h = h ^ (h >> 16)
+    return h % m
+
+
+def reseed_dead(view: SampleView, stats: BatchStats, min_mass: float, count: Tensor
+                ) -> Mixture:
+    """The batch fit as the next warm start, with dead components moved onto samples.
 
     ``stats`` are in the coordinates of ``view``. A component whose responsibility
     mass fell below ``min_mass`` samples would otherwise stay empty for good (its
-    prior goes to zero); it restarts at a random sample with the batch's overall
-    variance and an equal share of the weight. Branch-free: no host sync.
+    prior goes to zero); it restarts at sample :func:`pick_index` (``count``: the
+    batches seen, this one included) with the batch's overall variance and an equal
+    share of the weight. Branch-free: no host sync.
     """
     k = stats.weight.shape[0]
     dead = stats.mass < min_mass
     lam = stats.weight.unsqueeze(1)
     total_mean = (lam * stats.mean).sum(0)
     total_var = ((lam * (stats.var + stats.mean**2)).sum(0) - total_mean**2).clamp_min(0.0)
-    picks = view.pick(torch.randint(view.num_samples, (k,), device=view.data.device))
+    picks = view.pick(pick_index(count, k, view.num_samples))
     mean = torch.where(dead.unsqueeze(1), picks.to(stats.mean.dtype), stats.mean)
     var = torch.where(dead.unsqueeze(1), total_var.expand(k, -1), stats.var)
     weight = torch.where(dead, torch.full_like(stats.weight, 1.0 / k), stats.weight)

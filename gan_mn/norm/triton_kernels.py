@@ -1,22 +1,25 @@
 """Hand-written Triton kernels for Mixture Normalization's training forward and backward.
 
-Six launches per forward + backward (with the default single EM iteration), and one
-for the layer's state update (:func:`mn_update_state`):
+Six launches per training forward + backward + state update (one EM iteration; two more
+per extra iteration):
 
-- forward: :func:`mn_stats` (posteriors from the warm-start mixture, per-block
-  moments), :func:`mn_finalize` (combine the blocks: the M-step), :func:`mn_output`
-  (posteriors again, normalised output, and ``a = tau / sqrt(lambda)`` for backward);
+- forward: :func:`mn_stats` (posteriors from the warm-start mixture, stored for the
+  other kernels, and per-block moments), :func:`mn_finalize` (the blocks combined: the
+  M-step; after the last EM iteration also the layer's state update: running averages,
+  the next warm start, dead components re-seeded), :func:`mn_output` (normalised
+  output; its first program advances ``num_batches_tracked``);
 - backward: :func:`mn_grad_reduce` (per-block ``sum a dy`` and ``sum a dy z``),
   :func:`mn_grad_tables` (combine, weight/bias gradients, three ``(K, C)`` tables),
   :func:`mn_grad_input` (``dx``).
 
-Partial sums per block of samples, combined in a fixed order, instead of atomics:
-results are deterministic. Activations are addressed as ``M = N*H*W`` samples of ``C``
-channels through the strides of ``(N, C, H*W)``, so NCHW and channels-last inputs are
-read in place. Mixture means in and out are in the coordinates of ``x``; inside, samples
-are shifted by a per-channel constant ``c`` and each component's moments are centred on
-its E-step mean, as in the other kernels (see :mod:`gan_mn.norm.functional`).
-Statistics are float32.
+Every sum over samples is two-stage: the row kernels write one partial sum per block of
+samples, and the table kernels combine them in a fixed order, many blocks per load, one
+program per block of channels. No atomics: results are deterministic. Activations are
+addressed as ``M = N*H*W`` samples of ``C`` channels through the strides of ``(N, C,
+H*W)``, so NCHW and channels-last inputs are read in place. Mixture means in and out are
+in the coordinates of ``x``; inside, samples are shifted by a per-channel constant ``c``
+and each component's moments are centred on its E-step mean, as in the other kernels
+(see :mod:`gan_mn.norm.functional`). Statistics are float32.
 
 Imported only where the Triton kernels are used; ``TRITON_INTERPRET=1`` (set before
 this module is imported) runs them on CPU tensors, which is how the tests check them.
@@ -54,6 +57,14 @@ def _table(ptr, ks, k_ok, cs, c_ok, C, other):
 
 
 @triton.jit
+def _rows(M, K: tl.constexpr, KP: tl.constexpr, BLOCK_M: tl.constexpr):
+    """This program's block of samples and the component indices, with their masks."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    ks = tl.arange(0, KP)
+    return rows, rows < M, ks, ks < K
+
+
+@triton.jit
 def _channel_block(C, K: tl.constexpr, KP: tl.constexpr, BLOCK_C: tl.constexpr):
     """This program's block of channels and the component indices, with their masks."""
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -72,22 +83,35 @@ def _shifted_means(mean_ptr, ks, k_ok, cs, c_ok, C, c):
 
 
 @triton.jit
+def _scaled_posteriors(tau_ptr, lam_ptr, rows, row_ok, ks, k_ok,
+                       K: tl.constexpr, ONE: tl.constexpr):
+    """``a = tau / sqrt(lambda)`` ``[BLOCK_M, KP]`` from the stored ``(M, K)`` posteriors
+    (all ones for one component)."""
+    valid = row_ok[:, None] & k_ok[None, :]
+    if ONE:
+        tau = tl.where(valid, 1.0, 0.0)
+    else:
+        tau = tl.load(tau_ptr + rows.to(tl.int64)[:, None] * K + ks[None, :], mask=valid,
+                      other=0.0)
+    lam = tl.load(lam_ptr + ks, mask=k_ok, other=1.0)
+    return tau / tl.sqrt(tl.maximum(lam, TINY))[None, :]
+
+
+@triton.jit
 def _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
-                M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
-                K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """This program's block of samples (``rows``, ``row_ok``) and their posteriors
-    ``tau`` ``[BLOCK_M, KP]`` (zero outside): all ones (MODE 0, one component), the
-    E-step of mixture ``w, mean, var`` (1), or loaded (2)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
-    ks = tl.arange(0, KP)
-    k_ok = ks < K
+                rows, row_ok, ks, k_ok,
+                C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+                K: tl.constexpr, MODE: tl.constexpr, BLOCK_M: tl.constexpr,
+                KP: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Posteriors ``tau`` ``[BLOCK_M, KP]`` of a block of samples (zero outside): all ones
+    (MODE 0, one component), the E-step of mixture ``w, mean, var`` (1), or loaded with
+    strides ``t_*`` (2)."""
     valid = row_ok[:, None] & k_ok[None, :]
     if MODE == 0:
         tau = tl.where(valid, 1.0, 0.0)
     elif MODE == 2:
-        offs = (rows // L)[:, None] * t_n + ks[None, :] * t_k + (rows % L)[:, None] * t_l
+        offs = (rows // L)[:, None].to(tl.int64) * t_n + ks[None, :] * t_k \
+            + (rows % L)[:, None].to(tl.int64) * t_l
         tau = tl.load(tau_ptr + offs, mask=valid, other=0.0).to(tl.float32)
     else:
         dist = tl.zeros([BLOCK_M, KP], dtype=tl.float32)
@@ -108,24 +132,26 @@ def _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
         loglik = tl.where(k_ok[None, :], loglik, float("-inf"))
         e = tl.exp(loglik - tl.max(loglik, axis=1)[:, None])
         tau = tl.where(valid, e / tl.sum(e, axis=1)[:, None], 0.0)
-    return rows, row_ok, tau
+    return tau
 
 
 @triton.jit
 def mn_stats(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
-             mass_part, s1_part, s2_part,
+             mass_part, s1_part, s2_part, tau_out,
              M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
-             K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr,
+             K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr, SAVE_TAU: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """One block of samples: its posteriors and its moments ``sum tau``,
-    ``sum tau (z - d)`` and ``sum tau (z - d)^2`` (``d``: the E-step means, shifted, or
-    0), written to row ``program_id`` of the partial-sum tables."""
+    """One block of samples: its posteriors (stored as ``(M, K)`` if SAVE_TAU) and its
+    moments ``sum tau``, ``sum tau (z - d)`` and ``sum tau (z - d)^2`` (``d``: the E-step
+    means, shifted, or 0), written to row ``program_id`` of the partial-sum tables."""
     pid = tl.program_id(0)
-    ks = tl.arange(0, KP)
-    k_ok = ks < K
-    rows, row_ok, tau = _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
-                                    M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
-                                    K, KP, MODE, BLOCK_M, BLOCK_C)
+    rows, row_ok, ks, k_ok = _rows(M, K, KP, BLOCK_M)
+    tau = _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, rows, row_ok,
+                      ks, k_ok, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
+                      K, MODE, BLOCK_M, KP, BLOCK_C)
+    if SAVE_TAU:
+        tl.store(tau_out + rows.to(tl.int64)[:, None] * K + ks[None, :], tau,
+                 mask=row_ok[:, None] & k_ok[None, :])
     tl.store(mass_part + pid * K + ks, tl.sum(tau, axis=0), mask=k_ok)
     for c0 in range(0, C, BLOCK_C):
         cs = c0 + tl.arange(0, BLOCK_C)
@@ -139,29 +165,88 @@ def mn_stats(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
             centre = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
         d = z[:, None, :] - centre[None, :, :]
         td = tau[:, :, None] * d
-        offs = pid * K * C + ks[:, None] * C + cs[None, :]
+        offs = pid.to(tl.int64) * K * C + ks[:, None] * C + cs[None, :]
         tl.store(s1_part + offs, tl.sum(td, axis=0), mask=tmask)
         tl.store(s2_part + offs, tl.sum(td * d, axis=0), mask=tmask)
 
 
 @triton.jit
-def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr,
-                mass_out, weight_out, mean_out, var_out, rstd_out,
-                B, C, s_shift, count, eps,
-                K: tl.constexpr, KP: tl.constexpr, HAS_CENTRE: tl.constexpr,
+def _sum_blocks(part_ptr, B, ks, k_ok, cs, c_ok, C,
+                K: tl.constexpr, KP: tl.constexpr, BLOCK_B: tl.constexpr,
                 BLOCK_C: tl.constexpr):
+    """``sum_b part[b]`` of ``(B, K, C)`` partial sums, as a ``[KP, BLOCK_C]`` tile:
+    ``BLOCK_B`` blocks per load, in a fixed order."""
+    bs = tl.arange(0, BLOCK_B)
+    tile = (ks[:, None] * C + cs[None, :])[None, :, :]
+    tmask = (k_ok[:, None] & c_ok[None, :])[None, :, :]
+    acc = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        b = b0 + bs
+        offs = b.to(tl.int64)[:, None, None] * (K * C) + tile
+        acc += tl.sum(tl.load(part_ptr + offs, mask=(b < B)[:, None, None] & tmask,
+                              other=0.0), axis=0)
+    return acc
+
+
+@triton.jit
+def _sum_mass(mass_part, B, ks, k_ok, K: tl.constexpr, KP: tl.constexpr,
+              BLOCK_B: tl.constexpr):
+    """``sum_b mass[b]`` of ``(B, K)`` partial masses -> ``[KP]``."""
+    bs = tl.arange(0, BLOCK_B)
+    acc = tl.zeros([KP], dtype=tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        b = b0 + bs
+        acc += tl.sum(tl.load(mass_part + b.to(tl.int64)[:, None] * K + ks[None, :],
+                              mask=(b < B)[:, None] & k_ok[None, :], other=0.0), axis=0)
+    return acc
+
+
+@triton.jit
+def _pick(count, ks, M):
+    """The sample a dead component ``k`` re-seeds at after batch ``count``: an integer
+    hash of ``(count, k)`` modulo ``M``, the same arithmetic as
+    :func:`gan_mn.norm.gmm.pick_index` (int64 throughout; every product stays below
+    2**63)."""
+    h = ((count % 4294967296) * 2146121005 + ks.to(tl.int64) * 740048493 + 1) % 4294967296
+    h = h ^ (h >> 16)
+    h = (h * 2146121005) % 4294967296
+    h = h ^ (h >> 15)
+    h = (h * 740048493) % 4294967296
+    h = h ^ (h >> 16)
+    return h % M
+
+
+@triton.jit
+def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr, count_ptr,
+                mass_out, weight_out, mean_out, var_out, rstd_out,
+                rw_ptr, rmean_ptr, rvar_ptr, ew_ptr, emean_ptr, evar_ptr, nbt_ptr, x_ptr,
+                B, M, C, L, s_n, s_c, s_l, s_shift, count, eps, momentum, min_mass,
+                K: tl.constexpr, KP: tl.constexpr, HAS_CENTRE: tl.constexpr,
+                COUNT_IN_MEMORY: tl.constexpr, UPDATE: tl.constexpr,
+                CUMULATIVE: tl.constexpr, WARM: tl.constexpr,
+                BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
     """The M-step from ``B`` blocks' moments, for one block of channels: weights, means
     (``x``'s coordinates), biased variances and ``(v + eps)^-1/2``. The moments were
-    centred on ``centre`` (``x``'s coordinates) if given, else on ``c``."""
+    centred on ``centre`` (``x``'s coordinates) if given, else on ``c``; ``count`` samples
+    (read from ``count_ptr`` if COUNT_IN_MEMORY, e.g. a global batch's).
+
+    With UPDATE, also the layer's state, in place: momentum averages of the batch
+    weights, means and unbiased variances (``running_*``; cumulative over
+    ``num_batches_tracked + 1`` batches if CUMULATIVE) and, if WARM, the next warm
+    start (``em_*``): the batch fit, with a component whose mass fell below
+    ``min_mass`` moved onto sample :func:`_pick` with the batch's overall variance and
+    an equal share of the weight (as :func:`gan_mn.norm.functional.update_state`).
+    ``centre`` may be ``em_mean`` itself: each program reads its channels before it
+    writes them. The counter is advanced by :func:`mn_output`, which runs after."""
     pid = tl.program_id(0)
     cs, c_ok, ks, k_ok, mask = _channel_block(C, K, KP, BLOCK_C)
-    mass = tl.zeros([KP], dtype=tl.float32)
-    s1 = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
-    s2 = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
-    for b in range(0, B):
-        mass += tl.load(mass_part + b * K + ks, mask=k_ok, other=0.0)
-        s1 += _table(s1_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
-        s2 += _table(s2_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
+    mass = _sum_mass(mass_part, B, ks, k_ok, K, KP, BLOCK_B)
+    s1 = _sum_blocks(s1_part, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
+    s2 = _sum_blocks(s2_part, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
+    if COUNT_IN_MEMORY:
+        total = tl.load(count_ptr).to(tl.float32)
+    else:
+        total = count
     denom = tl.maximum(mass, TINY)[:, None]
     offset = s1 / denom
     var = tl.maximum(s2 / denom - offset * offset, 0.0)
@@ -169,35 +254,56 @@ def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr,
         mean = _table(centre_ptr, ks, k_ok, cs, c_ok, C, 0.0) + offset
     else:
         mean = tl.load(shift_ptr + cs * s_shift, mask=c_ok, other=0.0)[None, :] + offset
+    lam = mass / total
     offs = ks[:, None] * C + cs[None, :]
     tl.store(mean_out + offs, mean, mask=mask)
     tl.store(var_out + offs, var, mask=mask)
     tl.store(rstd_out + offs, 1.0 / tl.sqrt(var + eps), mask=mask)
-    if pid == 0:
-        tl.store(mass_out + ks, mass, mask=k_ok)
-        tl.store(weight_out + ks, mass / count, mask=k_ok)
+    first = pid == 0
+    tl.store(mass_out + ks, mass, mask=k_ok & first)
+    tl.store(weight_out + ks, lam, mask=k_ok & first)
+    if UPDATE:
+        done = tl.load(nbt_ptr) + 1  # batches including this one
+        if CUMULATIVE:
+            f = 1.0 / done.to(tl.float32)
+        else:
+            f = momentum
+        n = mass[:, None]
+        unbiased = var * tl.where(n > 1, n / tl.maximum(n - 1, 1e-12), 1.0)
+        running_mean = _table(rmean_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+        running_var = _table(rvar_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+        tl.store(rmean_ptr + offs, running_mean * (1 - f) + mean * f, mask=mask)
+        tl.store(rvar_ptr + offs, running_var * (1 - f) + unbiased * f, mask=mask)
+        running_weight = tl.load(rw_ptr + ks, mask=k_ok, other=0.0)
+        tl.store(rw_ptr + ks, running_weight * (1 - f) + lam * f, mask=k_ok & first)
+        if WARM:
+            dead = mass < min_mass
+            lam_c = tl.where(k_ok, lam, 0.0)[:, None]
+            total_mean = tl.sum(lam_c * mean, axis=0)
+            total_var = tl.maximum(tl.sum(lam_c * (var + mean * mean), axis=0)
+                                   - total_mean * total_mean, 0.0)
+            idx = _pick(done, ks, M)
+            picks = tl.load(x_ptr + ((idx // L) * s_n + (idx % L) * s_l)[:, None]
+                            + cs.to(tl.int64)[None, :] * s_c, mask=mask, other=0.0)
+            tl.store(emean_ptr + offs, tl.where(dead[:, None], picks.to(tl.float32), mean),
+                     mask=mask)
+            tl.store(evar_ptr + offs, tl.where(dead[:, None], total_var[None, :], var),
+                     mask=mask)
+            weight = tl.where(k_ok, tl.where(dead, 1.0 / K, lam), 0.0)
+            tl.store(ew_ptr + ks, weight / tl.sum(weight, axis=0), mask=k_ok & first)
 
 
 @triton.jit
-def mn_output(x_ptr, shift_ptr, tau_ptr, ew_ptr, emean_ptr, evar_ptr,
-              lam_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, y_ptr, a_ptr,
-              M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
-              K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr,
-              HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, SAVE_A: tl.constexpr,
+def mn_output(x_ptr, shift_ptr, tau_ptr, lam_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr,
+              y_ptr, nbt_ptr, M, C, L, s_n, s_c, s_l, s_shift,
+              K: tl.constexpr, KP: tl.constexpr, ONE: tl.constexpr,
+              HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, COUNT: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """``y = sum_k a_k (x - m_k) r_k gamma + beta`` for a block of samples, with the
-    posteriors recomputed from the E-step mixture (``e*``) rather than stored; ``y``
-    has the strides of ``x``. Also writes ``a`` ``(M, K)`` for the backward."""
-    ks = tl.arange(0, KP)
-    k_ok = ks < K
-    rows, row_ok, tau = _posteriors(x_ptr, shift_ptr, tau_ptr, ew_ptr, emean_ptr, evar_ptr,
-                                    M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
-                                    K, KP, MODE, BLOCK_M, BLOCK_C)
-    lam = tl.load(lam_ptr + ks, mask=k_ok, other=1.0)
-    a = tau / tl.sqrt(tl.maximum(lam, TINY))[None, :]
-    if SAVE_A:
-        tl.store(a_ptr + rows[:, None] * K + ks[None, :], a,
-                 mask=row_ok[:, None] & k_ok[None, :])
+    """``y = sum_k a_k (x - m_k) r_k gamma + beta`` for a block of samples, from the
+    stored posteriors; ``y`` has the strides of ``x``. With COUNT, the first program
+    advances ``num_batches_tracked`` (after :func:`mn_finalize` has read it)."""
+    rows, row_ok, ks, k_ok = _rows(M, K, KP, BLOCK_M)
+    a = _scaled_posteriors(tau_ptr, lam_ptr, rows, row_ok, ks, k_ok, K, ONE)
     for c0 in range(0, C, BLOCK_C):
         cs = c0 + tl.arange(0, BLOCK_C)
         c_ok = cs < C
@@ -212,22 +318,21 @@ def mn_output(x_ptr, shift_ptr, tau_ptr, ew_ptr, emean_ptr, evar_ptr,
         if HAS_BETA:
             y += tl.load(beta_ptr + cs, mask=c_ok, other=0.0)[None, :]
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    if COUNT:
+        if tl.program_id(0) == 0:
+            tl.store(nbt_ptr, tl.load(nbt_ptr) + 1)
 
 
 @triton.jit
-def mn_grad_reduce(dy_ptr, x_ptr, shift_ptr, a_ptr, p_part, u_part,
+def mn_grad_reduce(dy_ptr, x_ptr, shift_ptr, tau_ptr, lam_ptr, p_part, u_part,
                    M, C, L, s_n, s_c, s_l, s_shift,
-                   K: tl.constexpr, KP: tl.constexpr,
+                   K: tl.constexpr, KP: tl.constexpr, ONE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """Per block of samples: ``sum_i a_ik dy_i`` and ``sum_i a_ik dy_i z_i``
     (``dy`` has the strides of ``x``)."""
     pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
-    ks = tl.arange(0, KP)
-    k_ok = ks < K
-    a = tl.load(a_ptr + rows[:, None] * K + ks[None, :],
-                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+    rows, row_ok, ks, k_ok = _rows(M, K, KP, BLOCK_M)
+    a = _scaled_posteriors(tau_ptr, lam_ptr, rows, row_ok, ks, k_ok, K, ONE)
     for c0 in range(0, C, BLOCK_C):
         cs = c0 + tl.arange(0, BLOCK_C)
         c_ok = cs < C
@@ -235,7 +340,7 @@ def mn_grad_reduce(dy_ptr, x_ptr, shift_ptr, a_ptr, p_part, u_part,
                                     L, s_n, s_c, s_l, s_shift)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         ad = a[:, :, None] * dy[:, None, :]
-        out = pid * K * C + ks[:, None] * C + cs[None, :]
+        out = pid.to(tl.int64) * K * C + ks[:, None] * C + cs[None, :]
         tmask = k_ok[:, None] & c_ok[None, :]
         tl.store(p_part + out, tl.sum(ad, axis=0), mask=tmask)
         tl.store(u_part + out, tl.sum(ad * z[:, None, :], axis=0), mask=tmask)
@@ -245,16 +350,13 @@ def mn_grad_reduce(dy_ptr, x_ptr, shift_ptr, a_ptr, p_part, u_part,
 def mn_grad_tables(p_part, u_part, shift_ptr, mass_ptr, lam_ptr, mean_ptr, rstd_ptr,
                    gamma_ptr, t0_out, t1_out, t2_out, gw_out, gb_out, B, C, s_shift,
                    K: tl.constexpr, KP: tl.constexpr, HAS_GAMMA: tl.constexpr,
-                   BLOCK_C: tl.constexpr):
+                   BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
     """Combine the blocks' sums; weight and bias gradients; the tables of
     ``dx_i = sum_k a_ik (T0_k + z_i T1_k + dy_i T2_k)`` (the closed form of
     :func:`gan_mn.norm.functional.dx_tables`)."""
     cs, c_ok, ks, k_ok, mask = _channel_block(C, K, KP, BLOCK_C)
-    p = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
-    u = tl.zeros([KP, BLOCK_C], dtype=tl.float32)
-    for b in range(0, B):
-        p += _table(p_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
-        u += _table(u_part + b * K * C, ks, k_ok, cs, c_ok, C, 0.0)
+    p = _sum_blocks(p_part, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
+    u = _sum_blocks(u_part, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
     c = tl.load(shift_ptr + cs * s_shift, mask=c_ok, other=0.0)
     mean = _shifted_means(mean_ptr, ks, k_ok, cs, c_ok, C, c)
     r = _table(rstd_ptr, ks, k_ok, cs, c_ok, C, 0.0)
@@ -275,19 +377,15 @@ def mn_grad_tables(p_part, u_part, shift_ptr, mass_ptr, lam_ptr, mean_ptr, rstd_
 
 
 @triton.jit
-def mn_grad_input(dy_ptr, x_ptr, shift_ptr, a_ptr, t0_ptr, t1_ptr, t2_ptr, dx_ptr,
+def mn_grad_input(dy_ptr, x_ptr, shift_ptr, tau_ptr, lam_ptr, t0_ptr, t1_ptr, t2_ptr, dx_ptr,
                   M, C, L, s_n, s_c, s_l, s_shift,
-                  K: tl.constexpr, KP: tl.constexpr,
+                  K: tl.constexpr, KP: tl.constexpr, ONE: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """``dx`` for a ``[BLOCK_M, BLOCK_C]`` tile (``dy`` and ``dx`` have the strides of ``x``)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
+    rows, row_ok, ks, k_ok = _rows(M, K, KP, BLOCK_M)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = cs < C
-    ks = tl.arange(0, KP)
-    k_ok = ks < K
-    a = tl.load(a_ptr + rows[:, None] * K + ks[None, :],
-                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+    a = _scaled_posteriors(tau_ptr, lam_ptr, rows, row_ok, ks, k_ok, K, ONE)
     z, _, offs, mask = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
                                 L, s_n, s_c, s_l, s_shift)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -297,48 +395,3 @@ def mn_grad_input(dy_ptr, x_ptr, shift_ptr, a_ptr, t0_ptr, t1_ptr, t2_ptr, dx_pt
     terms = t0[None, :, :] + z[:, None, :] * t1[None, :, :] + dy[:, None, :] * t2[None, :, :]
     dx = tl.sum(a[:, :, None] * terms, axis=1)
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def mn_update_state(mass_ptr, lam_ptr, mean_ptr, var_ptr,
-                    rw_ptr, rmean_ptr, rvar_ptr, ew_ptr, emean_ptr, evar_ptr, nbt_ptr,
-                    idx_ptr, x_ptr, C, L, s_n, s_c, s_l, momentum, min_mass,
-                    K: tl.constexpr, KP: tl.constexpr, CUMULATIVE: tl.constexpr,
-                    WARM: tl.constexpr, BLOCK_C: tl.constexpr):
-    """The layer's state after a batch, in place: momentum averages of the batch weights,
-    means and unbiased variances (``running_*``; cumulative from ``num_batches_tracked``
-    if CUMULATIVE) and, if WARM, the next warm start (``em_*``): the batch fit, with a
-    component whose mass fell below ``min_mass`` moved onto the sample ``idx[k]`` with
-    the batch's overall variance and an equal share of the weight (as ``reseed_dead``)."""
-    cs, c_ok, ks, k_ok, mask = _channel_block(C, K, KP, BLOCK_C)
-    if CUMULATIVE:
-        f = 1.0 / tl.load(nbt_ptr).to(tl.float32)
-    else:
-        f = momentum
-    mass = tl.load(mass_ptr + ks, mask=k_ok, other=0.0)
-    lam = tl.load(lam_ptr + ks, mask=k_ok, other=0.0)
-    mean = _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0)
-    var = _table(var_ptr, ks, k_ok, cs, c_ok, C, 0.0)
-    n = mass[:, None]
-    unbiased = var * tl.where(n > 1, n / tl.maximum(n - 1, 1e-12), 1.0)
-    offs = ks[:, None] * C + cs[None, :]
-    running_mean = _table(rmean_ptr, ks, k_ok, cs, c_ok, C, 0.0)
-    running_var = _table(rvar_ptr, ks, k_ok, cs, c_ok, C, 0.0)
-    tl.store(rmean_ptr + offs, running_mean * (1 - f) + mean * f, mask=mask)
-    tl.store(rvar_ptr + offs, running_var * (1 - f) + unbiased * f, mask=mask)
-    first = tl.program_id(0) == 0
-    running_weight = tl.load(rw_ptr + ks, mask=k_ok, other=0.0)
-    tl.store(rw_ptr + ks, running_weight * (1 - f) + lam * f, mask=k_ok & first)
-    if WARM:
-        dead = mass < min_mass
-        total_mean = tl.sum(lam[:, None] * mean, axis=0)
-        total_var = tl.maximum(tl.sum(lam[:, None] * (var + mean * mean), axis=0)
-                               - total_mean * total_mean, 0.0)
-        idx = tl.load(idx_ptr + ks, mask=k_ok, other=0)
-        picks = tl.load(x_ptr + ((idx // L) * s_n + (idx % L) * s_l)[:, None]
-                        + cs.to(tl.int64)[None, :] * s_c, mask=mask, other=0.0)
-        tl.store(emean_ptr + offs, tl.where(dead[:, None], picks.to(tl.float32), mean),
-                 mask=mask)
-        tl.store(evar_ptr + offs, tl.where(dead[:, None], total_var[None, :], var), mask=mask)
-        weight = tl.where(k_ok, tl.where(dead, 1.0 / K, lam), 0.0)
-        tl.store(ew_ptr + ks, weight / tl.sum(weight, axis=0), mask=k_ok & first)
