@@ -36,8 +36,10 @@ RUN_FILES = ("last.ckpt", "metrics.csv", "hparams.yaml", "config.yaml", "resumes
 # Settings a resumed run cannot change: they define the model, its data or its randomness.
 FROZEN = ("seed_everything", "model.", "data.")
 # ... except these, which change nothing the checkpoint holds.
-UNFROZEN = ("model.sample_every_n_steps", "model.num_grid_samples", "data.root",
-            "data.download", "data.num_workers")
+UNFROZEN = ("model.sample_every_n_steps", "model.num_grid_samples", "model.cuda_graph",
+            "data.root", "data.download", "data.num_workers")
+# Settings added after runs were saved without them: their value then (the default now).
+ADDED_LATER = {"model.arch": "dcgan", "model.cuda_graph": False}
 # ckpt_path and overwrite say how to start; data.seed and model.image_size are linked
 # to seed_everything and data.image_size.
 NOT_SETTINGS = ("ckpt_path", "config", "weights_only", "overwrite", "data.seed",
@@ -134,6 +136,7 @@ def resume_changes(saved: dict[str, Any], requested: dict[str, Any]
     data): raise RunError naming every frozen setting that differs, else return the
     changed settings as ``{key: (old, new)}``."""
     old, new = flatten(saved), flatten(requested)
+    old = {**{k: v for k, v in ADDED_LATER.items() if k in new}, **old}
     changed = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
                if k not in NOT_SETTINGS and old.get(k) != new.get(k)}
     frozen = [k for k in changed if k.startswith(FROZEN) and k not in UNFROZEN]

@@ -12,12 +12,14 @@ from gan_mn.norm.functional import (
     EMSettings,
     MixtureNormFunction,
     MixtureState,
+    StateUpdate,
     mixture_norm_autograd,
     normalize,
     shifted_samples,
+    update_state,
 )
 from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, seed
-from gan_mn.norm.kernels import EAGER, KERNEL_CHOICES, select_kernels
+from gan_mn.norm.kernels import KERNEL_CHOICES, select_kernels
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -56,8 +58,9 @@ class MixtureNorm2d(nn.Module):
             choice, and the fast analytic backward); ``False`` differentiates
             through the EM iterations with autograd.
         kernels: what runs the training-mode forward and backward
-            (:mod:`gan_mn.norm.kernels`): ``"auto"`` (Inductor, until the Triton kernels
-            have run on a GPU), ``"triton"`` (hand-written, CUDA), ``"inductor"``
+            (:mod:`gan_mn.norm.kernels`): ``"auto"`` (Triton on a CUDA GPU in float32,
+            Inductor elsewhere; eager above 8 components, where compiling costs more
+            than it saves), ``"triton"`` (hand-written, CUDA), ``"inductor"``
             (``torch.compile``d single-pass kernels: one compilation of a few seconds
             on first use serves every size; without a working backend it warns once
             and runs eagerly) or ``"eager"`` (plain torch ops).
@@ -130,6 +133,48 @@ class MixtureNorm2d(nn.Module):
                 f"momentum={self.momentum}, affine={self.affine}, em_iters={self.em_iters}"
                 + ("" if self.kernels == "auto" else f", kernels={self.kernels!r}"))
 
+    @classmethod
+    def convert_batchnorm(cls, module: nn.Module, **mn_options: Any) -> nn.Module:
+        """``module`` with every ``nn.BatchNorm2d`` replaced by a ``MixtureNorm2d`` (as
+        ``nn.SyncBatchNorm.convert_sync_batchnorm`` does for SyncBatchNorm): MN into any
+        model in one line, e.g. ``MixtureNorm2d.convert_batchnorm(generator,
+        num_components=3)``.
+
+        Each MN layer takes the BN layer's ``eps``, ``momentum`` and ``affine`` unless
+        ``mn_options`` say otherwise, and its state: the affine weight and bias, the
+        running mean as every component's mean, the running variance as every
+        component's variance (equal weights), the batch count. Its warm-start mixture is
+        seeded on its first training batch. With ``num_components=1`` the converted model
+        computes what the original did, in training and in eval mode. A module that is
+        itself a BatchNorm2d is returned converted; others are changed in place.
+        """
+        if isinstance(module, nn.BatchNorm2d):
+            return cls._from_batchnorm(module, mn_options)
+        for name, child in module.named_children():
+            converted = cls.convert_batchnorm(child, **mn_options)
+            if converted is not child:
+                setattr(module, name, converted)
+        return module
+
+    @classmethod
+    def _from_batchnorm(cls, bn: nn.BatchNorm2d, mn_options: dict[str, Any]) -> MixtureNorm2d:
+        if not bn.track_running_stats:
+            raise ValueError("convert_batchnorm: a BatchNorm2d without running statistics "
+                             "(track_running_stats=False) has no MN counterpart: MN keeps "
+                             "running statistics for eval mode")
+        options = {"eps": bn.eps, "momentum": bn.momentum, "affine": bn.affine, **mn_options}
+        like = bn.running_mean
+        mn = cls(bn.num_features, device=like.device, dtype=like.dtype, **options)
+        with torch.no_grad():
+            if mn.affine and bn.affine:
+                mn.weight.copy_(bn.weight)
+                mn.bias.copy_(bn.bias)
+            mn.running_mean.copy_(bn.running_mean.expand_as(mn.running_mean))
+            mn.running_var.copy_(bn.running_var.expand_as(mn.running_var))
+            mn.num_batches_tracked.copy_(bn.num_batches_tracked)
+        mn.train(bn.training)
+        return mn
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._seeded = None  # re-read em_seeded on the next training forward
@@ -146,11 +191,15 @@ class MixtureNorm2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         out_dtype = x.dtype
-        with torch.autocast(x.device.type, enabled=False):
-            if x.dtype not in (torch.float32, torch.float64):
-                x = x.float()
-            y = self._train(x) if self.training else self._eval(x)
-        return y.to(out_dtype)
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        run = self._train if self.training else self._eval
+        if torch.is_autocast_enabled(x.device.type):  # estimate in float32 (spec)
+            with torch.autocast(x.device.type, enabled=False):
+                y = run(x)
+        else:  # (entering the context costs microseconds a step; GPU steps are that short)
+            y = run(x)
+        return y if y.dtype == out_dtype else y.to(out_dtype)
 
     def _train(self, x: Tensor) -> Tensor:
         start = self._warm_start(x) if self.num_components > 1 else None
@@ -162,16 +211,14 @@ class MixtureNorm2d(nn.Module):
         """EM from ``start``, normalize, update the running and warm-start mixtures."""
         em = EMSettings(self.em_iters, self.eps, self.eps)
         args = (x, self.weight, self.bias, None, start, em)
-        if self.detach_posteriors:
-            kernels = select_kernels(self.kernels, x)
-            y, *stats = MixtureNormFunction.apply(*args, kernels, sync, shift)
-        else:
-            kernels = EAGER
-            y, *stats = mixture_norm_autograd(*args, False, sync, shift)
-        weight, mean, var, mass = stats
         state = MixtureState(self.running_weight, self.running_mean, self.running_var,
                              self.em_weight, self.em_mean, self.em_var, self.num_batches_tracked)
-        kernels.update_state(state, x, BatchStats(mass, weight, mean, var), self.momentum)
+        if self.detach_posteriors:  # the kernels fold the state update into their passes
+            kernels = select_kernels(self.kernels, x, self.num_components)
+            return MixtureNormFunction.apply(*args, kernels, sync, shift,
+                                             StateUpdate(state, self.momentum))[0]
+        y, weight, mean, var, mass = mixture_norm_autograd(*args, False, sync, shift)
+        update_state(state, x, BatchStats(mass, weight, mean, var), self.momentum)
         return y
 
     def _eval(self, x: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -21,28 +21,35 @@ from typing_extensions import override
 
 from gan_mn.errors import UserError
 from gan_mn.images import grid_image, log_image, save_png
-from gan_mn.models import Discriminator, Generator, dcgan_widths, sampling
+from gan_mn.models import build_models, sampling
 from gan_mn.norm import NORM_KINDS, make_norm
 from gan_mn.training.faults import FiniteWatch, check_state_finite
-from gan_mn.training.losses import LOSS_KINDS, LossKind, discriminator_loss, generator_loss
+from gan_mn.training.losses import LOSS_KINDS, LossKind
+from gan_mn.training.step import CapturedStep, GANUpdate
 
 
 def default_label(g_norm: str | Sequence[str], d_norm: str | Sequence[str],
-                  norm_kwargs: dict[str, dict[str, Any]] | None = None) -> str:
-    """Run label from the norms: ``bn``, ``mn-g`` (MN in G only), ``mn-gd``, ``none``, or
-    a spelled-out mix such as ``g-mn+bn_d-bn``; then each norm option that differs from
-    the layer's default, so that settings that differ get names that differ
-    (``mn-g-k5``, ``mn-g-em3``, ``bn-momentum0.01``)."""
+                  norm_kwargs: dict[str, dict[str, Any]] | None = None,
+                  arch: str = "dcgan") -> str:
+    """Run label from the architecture and the norms: ``bn``, ``mn-g`` (MN in G only),
+    ``mn-gd``, ``none``, or a spelled-out mix such as ``g-mn+bn_d-bn``; for SNGAN's
+    families (spectral norm in D) the generator's norm after the family's name
+    (``sngan-bn``, ``resnet-mn-g``); then each norm option that differs from the layer's
+    default, so that settings that differ get names that differ (``mn-g-k5``,
+    ``mn-g-em3``, ``bn-momentum0.01``)."""
     g = {g_norm} if isinstance(g_norm, str) else set(g_norm)
     d = {d_norm} if isinstance(d_norm, str) else set(d_norm)
-    if g == d and len(g) == 1:
+    if arch != "dcgan" and d == {"sn"}:
+        label = "mn-g" if g == {"mn"} else "+".join(sorted(g))
+    elif g == d and len(g) == 1:
         kind = next(iter(g))
         label = f"{kind}-gd" if kind == "mn" else kind
     elif g == {"mn"} and d <= {"bn", "none"}:
         label = "mn-g"
     else:
         label = f"g-{'+'.join(sorted(g))}_d-{'+'.join(sorted(d))}"
-    return label + "".join(f"-{part}" for part in norm_option_names(g | d, norm_kwargs))
+    prefix = "" if arch == "dcgan" else f"{arch}-"
+    return prefix + label + "".join(f"-{part}" for part in norm_option_names(g | d, norm_kwargs))
 
 
 def norm_option_names(kinds: set[str], norm_kwargs: dict[str, dict[str, Any]] | None
@@ -51,13 +58,15 @@ def norm_option_names(kinds: set[str], norm_kwargs: dict[str, dict[str, Any]] | 
     their layers' defaults (``kernels``, which changes no result, left out)."""
     from inspect import signature
 
+    from torch.nn.utils.parametrizations import spectral_norm
+
     from gan_mn.norm import MixtureNorm2d
 
+    layers = {"mn": MixtureNorm2d, "bn": nn.BatchNorm2d, "sn": spectral_norm}
     short = {"num_components": "k", "em_iters": "em"}
     parts = []
     for kind in sorted(kinds & set(norm_kwargs or {})):
-        layer = MixtureNorm2d if kind == "mn" else nn.BatchNorm2d
-        defaults = {n: p.default for n, p in signature(layer).parameters.items()}
+        defaults = {n: p.default for n, p in signature(layers[kind]).parameters.items()}
         for key, value in sorted((norm_kwargs or {})[kind].items()):
             if key != "kernels" and defaults.get(key, object()) != value:
                 prefix = "" if kind == "mn" or len(kinds) == 1 else f"{kind}-"
@@ -70,9 +79,13 @@ class GAN(pl.LightningModule):
 
     Args:
         label: name of the configuration in reports (e.g. ``bn``, ``mn-g``); derived
-            from the norms when not given.
-        z_dim, g_channels, d_channels: model sizes (DCGAN: 100, 512/256/128, 64/128/256).
-        g_norm, d_norm: ``bn``, ``mn`` or ``none``, for all norm layers or one per layer.
+            from the architecture and the norms when not given.
+        arch: ``dcgan`` (Radford et al.), ``sngan`` (SNGAN's standard CNN) or ``resnet``
+            (SNGAN's CIFAR-10 ResNet); see :mod:`gan_mn.models`.
+        z_dim, g_channels, d_channels: model sizes (DCGAN: 100, 512/256/128, 64/128/256;
+            the DCGAN widths left as they are mean the family's own for the others).
+        g_norm, d_norm: ``bn``, ``mn``, ``sn`` (spectral norm on the weights) or ``none``,
+            for all norm layers or one per layer.
         norm_kwargs: options per norm kind, e.g. ``{"mn": {"num_components": 3}}``.
         loss: ``ns`` (non-saturating) or ``hinge``.
         lr_g, lr_d, betas: Adam settings (DCGAN: 2e-4, (0.5, 0.999)).
@@ -82,9 +95,15 @@ class GAN(pl.LightningModule):
         num_grid_samples: images in that grid.
         image_size: 32 or 64 (set from ``data.image_size`` by the CLI); at 64 the default
             widths gain one block on each side, as in the DCGAN paper.
+        cuda_graph: on a GPU, capture the discriminator step and the generator's
+            backward as one CUDA graph after three eager steps and replay it every step
+            (:class:`~gan_mn.training.step.CapturedStep`; Adam becomes ``capturable``).
+            One D step per G step, one process, float32. On a CPU the same step runs
+            eagerly on fixed buffers (it equals the plain step bit for bit).
     """
 
-    def __init__(self, label: str | None = None, z_dim: int = 100,
+    def __init__(self, label: str | None = None,
+                 arch: Literal["dcgan", "sngan", "resnet"] = "dcgan", z_dim: int = 100,
                  g_channels: Sequence[int] = (512, 256, 128),
                  d_channels: Sequence[int] = (64, 128, 256),
                  g_norm: str | list[str] = "bn", d_norm: str | list[str] = "bn",
@@ -92,7 +111,7 @@ class GAN(pl.LightningModule):
                  loss: LossKind = "ns", lr_g: float = 2e-4, lr_d: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), d_steps: int = 1,
                  sample_every_n_steps: int = 500, num_grid_samples: int = 64,
-                 image_size: int = 32) -> None:
+                 image_size: int = 32, cuda_graph: bool = False) -> None:
         super().__init__()
         if loss not in LOSS_KINDS:
             raise UserError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
@@ -104,18 +123,20 @@ class GAN(pl.LightningModule):
             raise UserError(f"betas must be two numbers in [0, 1), got {list(betas)}")
         if sample_every_n_steps < 0 or num_grid_samples < 1:
             raise UserError("sample_every_n_steps must be >= 0 and num_grid_samples >= 1")
+        if cuda_graph and d_steps != 1:
+            raise UserError(f"cuda_graph captures one D step per G step: it needs d_steps 1, "
+                            f"got {d_steps}")
         unknown = set(norm_kwargs or {}) - set(NORM_KINDS)
         if unknown:
             raise UserError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, "
                              f"got {sorted(unknown)}")
         self.save_hyperparameters()
-        self.label = label or default_label(g_norm, d_norm, norm_kwargs)
+        self.label = label or default_label(g_norm, d_norm, norm_kwargs, arch)
         try:  # check every option given, even for a kind no layer uses yet
             for kind, kwargs in (norm_kwargs or {}).items():
                 make_norm(kind, 4, **kwargs)
-            g_channels, d_channels = dcgan_widths(image_size, g_channels, d_channels)
-            self.generator = Generator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs)
-            self.discriminator = Discriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs)
+            self.generator, self.discriminator = build_models(
+                arch, z_dim, g_channels, d_channels, g_norm, d_norm, norm_kwargs, image_size)
         except TypeError as err:  # an unknown option in norm_kwargs
             raise UserError(f"invalid norm_kwargs: {err}") from err
         except ValueError as err:  # a norm or model option out of range, as the user set it
@@ -126,6 +147,8 @@ class GAN(pl.LightningModule):
         self.train_seconds = 0.0  # wall time inside training steps, kept across resumes
         self._batch_start = 0.0
         self._finite = FiniteWatch()
+        self._update: GANUpdate | None = None  # built with the optimisers, per fit
+        self._captured: CapturedStep | None = None
 
     @override
     def forward(self, z: Tensor) -> Tensor:
@@ -134,8 +157,16 @@ class GAN(pl.LightningModule):
     @override
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         h = self.hparams
-        return [torch.optim.Adam(self.generator.parameters(), lr=h.lr_g, betas=tuple(h.betas)),
-                torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=tuple(h.betas))]
+        # A captured step keeps Adam's step counts on the device (torch refuses that on CPU).
+        capturable = {"capturable": True} if h.cuda_graph and self.device.type == "cuda" else {}
+        return [torch.optim.Adam(self.generator.parameters(), lr=h.lr_g, betas=tuple(h.betas),
+                                 **capturable),
+                torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d,
+                                 betas=tuple(h.betas), **capturable)]
+
+    @override
+    def on_fit_start(self) -> None:
+        self._update, self._captured = None, None  # this fit's optimisers, a new capture
 
     @override
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
@@ -144,42 +175,62 @@ class GAN(pl.LightningModule):
         # after it and data loading before it; the first step's compilation counts.
         self.train_seconds += time.perf_counter() - self._batch_start
 
+    def _gan_update(self) -> GANUpdate:
+        """The update through Lightning: its backward (precision plugins, hooks), D's step
+        through the strategy but not ``LightningOptimizer.step``, which would count it in
+        ``global_step``, and its optimiser toggling for G's backward."""
+        if self._update is None:
+            opt_g, opt_d = self.optimizers()
+            strategy = self.trainer.strategy
+            self._update = GANUpdate(
+                self.generator, self.discriminator, self.hparams.loss, opt_d, opt_g,
+                backward=self.manual_backward,
+                step_d=lambda: strategy.optimizer_step(opt_d.optimizer, closure=_no_closure),
+                freeze_d=lambda: self.toggled_optimizer(opt_g))
+            if self.hparams.cuda_graph:
+                self._captured = CapturedStep(self._update)
+        return self._update
+
     def _step(self, batch: Tensor, batch_idx: int) -> None:
         h = self.hparams
-        opt_g, opt_d = self.optimizers()
-        real = batch
-        fake = self.generator(self.generator.sample_latent(real.shape[0], self.device))
+        update = self._gan_update()
+        opt_g = self.optimizers()[0]
+        z = self.generator.sample_latent(batch.shape[0], self.device)
+        if self._captured is not None:
+            loss_d, loss_g = self._captured(batch, z)
+        else:
+            loss_d, fake = update.discriminator_step(batch, z)
+            if (batch_idx + 1) % h.d_steps:
+                self._after_step(loss_d)
+                return
+            if h.d_steps > 1:  # the fake batch above is stale: D has moved since
+                fake = self.generator(self.generator.sample_latent(batch.shape[0], self.device))
+            loss_g = update.generator_backward(fake)
+        opt_g.step()
+        self._after_step(loss_d, loss_g)
 
-        loss_d = discriminator_loss(h.loss, self.discriminator(real),
-                                    self.discriminator(fake.detach()))
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
-        # Through the strategy (precision plugins apply) but not LightningOptimizer.step,
-        # which would count it in global_step.
-        self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=_no_closure)
-        self.log("loss/d", loss_d.detach(), prog_bar=True)
-
-        if (batch_idx + 1) % h.d_steps:
-            self._watch(loss_d)
-            return
-        if h.d_steps > 1:  # the fake batch above is stale: D has moved since
-            fake = self.generator(self.generator.sample_latent(real.shape[0], self.device))
-        with self.toggled_optimizer(opt_g):  # no weight gradients for D here
-            loss_g = generator_loss(h.loss, self.discriminator(fake))
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            opt_g.step()
-        self.log("loss/g", loss_g.detach(), prog_bar=True)
-        self._watch(loss_d, loss_g)
-
-    def _watch(self, *losses: Tensor) -> None:
-        """Note non-finite losses/statistics on the device; read the flag back (a host
-        sync) every step on CPU, at logging steps on accelerators, and before any save."""
-        step = self.global_step
-        self._finite.observe(step, [self.generator, self.discriminator], *losses)
-        every = self._trainer.log_every_n_steps if self._trainer is not None else 1
-        if self.device.type == "cpu" or step % max(1, every) == 0:
+    def _after_step(self, loss_d: Tensor, loss_g: Tensor | None = None) -> None:
+        """Note non-finite values on the device; log at Lightning's logging steps only
+        (each logged value is read back then, a host sync on a GPU; logging every step
+        would also cost launches for values nobody writes)."""
+        losses = (loss_d,) if loss_g is None else (loss_d, loss_g)
+        self._finite.observe(self.global_step, [self.generator, self.discriminator], *losses)
+        logging = self._logging_step()
+        if self.device.type == "cpu" or logging:
             self._finite.check()
+        if logging:
+            self.log("loss/d", loss_d.detach())
+            if loss_g is not None:
+                self.log("loss/g", loss_g.detach())
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning writes the logged values after this batch (its
+        ``log_every_n_steps`` counts batches, across epochs and resumes)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = trainer.log_every_n_steps
+        return every > 0 and (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0
 
     # --- sampling -------------------------------------------------------------------------
     def sampling_generator(self) -> nn.Module:
@@ -210,11 +261,13 @@ class GAN(pl.LightningModule):
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
+        self._update, self._captured = None, None  # the optimisers' state is replaced
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Training time so far (for time-to-FID plots), then the sample grid when due."""
-        self.log("time/train_seconds", self.train_seconds)
+        if self._logging_step():  # a host tensor: logging it copies nothing to the device
+            self.log("time/train_seconds", torch.tensor(self.train_seconds))
         n, step = self.hparams.sample_every_n_steps, self.global_step
         if n and step % n == 0 and step != self._last_grid_step:
             self._last_grid_step = step

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from gan_mn.cli import main
@@ -209,12 +210,12 @@ def test_an_internal_error_keeps_its_traceback(tmp_path: Path,
     """A bug (here a ValueError planted inside training) is not turned into a one-line
     user error with exit 2: it propagates out of the entry point, so Python prints its
     traceback and exits 1."""
-    import gan_mn.training.module as module
+    import gan_mn.training.step as step
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("planted internal bug")
 
-    monkeypatch.setattr(module, "discriminator_loss", broken)
+    monkeypatch.setattr(step, "discriminator_loss", broken)
     with pytest.raises(ValueError, match="planted internal bug"):
         fit(tmp_path)
 
@@ -266,4 +267,29 @@ def test_triton_kernels_without_a_gpu_are_refused_before_anything_is_written(
     out = tmp_path / "out"
     assert fit(out, "--model.norm_kwargs", '{"mn": {"kernels": "triton"}}') == 2
     assert "MN kernels='triton' needs a CUDA GPU" in error(capsys)
+    assert not out.exists()
+
+
+def test_cuda_graph_without_a_gpu_is_refused_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert fit(out, "--model.cuda_graph", "true") == 2
+    assert "--model.cuda_graph true needs a CUDA GPU" in error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--trainer.precision", "16-mixed"], "float32 only"),
+    (["--trainer.devices", "2"], "one GPU in one process"),
+    (["--trainer.strategy", "ddp"], "one GPU in one process"),
+    (["--model.d_steps", "2"], "needs d_steps 1")])
+def test_what_a_captured_step_cannot_do_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        options: list[str], message: str) -> None:
+    """As on a machine with one GPU (the check reads no more of CUDA than its presence)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    out = tmp_path / "out"
+    assert fit(out, "--model.cuda_graph", "true", *options) == 2
+    assert message in error(capsys)
     assert not out.exists()
