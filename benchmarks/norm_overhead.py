@@ -3,16 +3,17 @@
 Run:  python benchmarks/norm_overhead.py [--device cuda] [--memory-format channels_last]
       python benchmarks/norm_overhead.py --runs STUDY/runs/*-seed0 --json cost.json
 
-With ``--runs``, the whole step of each run directory's own model (its ``config.yaml``:
-norms per network, their options, widths; one run per label) is timed instead, and
+With ``--runs``, the whole generator step of each run directory's own model (its
+``config.yaml``: family, norms per network, their options, widths, D steps; one run per
+label) is timed instead, and
 ``--json`` writes the per-step cost ratios to the reference label that
 ``gan-mn compare --cost`` reads.
 
 Times, in one process and interleaved round by round (so drift hits both alike):
-1. one whole DCGAN training step (D step on real + fake, then G step; Adam,
-   batch 64, non-saturating BCE loss) with every norm layer BN, then MN (K=3)
-   with each of its kernel sets: Inductor, eager torch ops, and on CUDA the
-   hand-written Triton kernels (what ``kernels="auto"`` picks there);
+1. one whole DCGAN training step (the training module's own update: D step on real +
+   fake, then G step; Adam, batch 64, non-saturating BCE loss) with every norm layer
+   BN, then MN (K=3) with each of its kernel sets: Inductor, eager torch ops, and on
+   CUDA the hand-written Triton kernels;
 2. each norm layer alone, forward + backward, at the DCGAN's norm shapes.
 Prints medians and the ratios to BN; warm-up calls absorb MN's one-off
 compilation. Inputs are random tensors: no layer's cost depends on the values.
@@ -29,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from gan_mn.models import Discriminator, Generator
+from gan_mn.models import DCGAN_WIDTHS, build_models
 from gan_mn.norm import make_norm
+from gan_mn.training.step import CapturedStep, GANUpdate
 
 # (name, shape) of every norm layer in the standard 32x32 DCGAN at batch 64.
 LAYER_SHAPES = [
@@ -67,31 +68,33 @@ def make_step(norm: str, norm_kwargs: dict[str, Any], device: torch.device,
 
 
 def make_model_step(model: dict[str, Any], device: torch.device, fmt: torch.memory_format,
-                    batch: int) -> Callable[[], None]:
-    """A closure running one full GAN training step of the DCGAN that ``model`` (a run
-    config's ``model`` section) describes."""
+                    batch: int, graphed: bool = False) -> Callable[[], None]:
+    """A closure running one generator step of the GAN that ``model`` (a run config's
+    ``model`` section: family, widths, norms, loss, D steps) describes: the training
+    module's own update (:class:`~gan_mn.training.step.GANUpdate`, plain torch), with
+    ``d_steps`` discriminator steps, then G's Adam step. With ``graphed``, the update is a
+    :class:`~gan_mn.training.step.CapturedStep` (a CUDA graph after three eager calls) and
+    Adam is ``capturable``, as ``--model.cuda_graph true``."""
     kw = model.get("norm_kwargs") or {}
-    g = Generator(model.get("z_dim", 100), model.get("g_channels", (512, 256, 128)),
-                  norm=model["g_norm"], norm_kwargs=kw).to(device, memory_format=fmt)
-    d = Discriminator(model.get("d_channels", (64, 128, 256)), norm=model["d_norm"],
-                      norm_kwargs=kw).to(device, memory_format=fmt)
-    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    dcgan = DCGAN_WIDTHS[32]
+    g, d = build_models(model.get("arch", "dcgan"), model.get("z_dim", 100),
+                        model.get("g_channels", dcgan[0]), model.get("d_channels", dcgan[1]),
+                        model["g_norm"], model["d_norm"], kw, 32)
+    g, d = g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
+    adam = {"lr": 2e-4, "betas": (0.5, 0.999), **({"capturable": True} if graphed else {})}
+    opt_g = torch.optim.Adam(g.parameters(), **adam)
+    opt_d = torch.optim.Adam(d.parameters(), **adam)
+    update = GANUpdate(g, d, model.get("loss", "ns"), opt_d, opt_g)
+    run = CapturedStep(update) if graphed else update
+    extra_d_steps = model.get("d_steps", 1) - 1
+    if graphed and extra_d_steps:
+        raise ValueError("a captured step takes one D step per G step")
     real = (torch.rand(batch, 3, 32, 32, device=device) * 2 - 1).contiguous(memory_format=fmt)
-    ones = torch.ones(batch, device=device)
-    zeros = torch.zeros(batch, device=device)
 
     def step() -> None:
-        z = torch.randn(batch, g.z_dim, device=device)
-        fake = g(z)
-        loss_d = (F.binary_cross_entropy_with_logits(d(real), ones)
-                  + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        for _ in range(extra_d_steps):
+            update.discriminator_step(real, g.sample_latent(batch, device))
+        run(real, g.sample_latent(batch, device))
         opt_g.step()
 
     return step

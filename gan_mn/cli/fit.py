@@ -150,7 +150,7 @@ class GANCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self._run_config()
         label = cfg.model.label or default_label(cfg.model.g_norm, cfg.model.d_norm,
-                                                 cfg.model.norm_kwargs)
+                                                 cfg.model.norm_kwargs, cfg.model.arch)
         cfg.model.label = label
         cfg.run_name = cfg.run_name or f"{label}-seed{cfg.seed_everything}"
         run_dir = Path(cfg.output_dir) / cfg.run_name
@@ -255,7 +255,7 @@ def _norm_tags(model: Any) -> list[str]:
     def kinds(norm: Any) -> str:
         return norm if isinstance(norm, str) else "+".join(sorted(set(norm)))
 
-    tags = [f"G:{kinds(model.g_norm)}", f"D:{kinds(model.d_norm)}"]
+    tags = [f"arch:{model.arch}", f"G:{kinds(model.g_norm)}", f"D:{kinds(model.d_norm)}"]
     if "mn" in f"{kinds(model.g_norm)}+{kinds(model.d_norm)}":
         options = (model.norm_kwargs or {}).get("mn") or {}
         default = signature(MixtureNorm2d).parameters["num_components"].default
@@ -285,6 +285,28 @@ def _check_settings(cfg: Any) -> None:
     on_cpu = str(cfg.trainer.accelerator) == "cpu" or not torch.cuda.is_available()
     if kernels == "triton" and on_cpu and os.environ.get("TRITON_INTERPRET") != "1":
         raise RunError("MN kernels='triton' needs a CUDA GPU; use kernels='auto' here")
+    if cfg.model.cuda_graph:
+        _check_cuda_graph(cfg, on_cpu)
+
+
+def _check_cuda_graph(cfg: Any, on_cpu: bool) -> None:
+    """What a captured step cannot do, refused before anything is written."""
+    trainer = cfg.trainer
+    if on_cpu:
+        raise RunError("--model.cuda_graph true needs a CUDA GPU (it captures the training "
+                       "step as a CUDA graph); leave it off on this machine")
+    if str(trainer.precision) not in ("None", "32", "32-true"):
+        raise RunError(f"--model.cuda_graph true runs in float32 only (--trainer.precision "
+                       f"32-true), got {trainer.precision}")
+    devices = trainer.devices
+    many = (isinstance(devices, int) and devices > 1) or \
+        (isinstance(devices, (list, tuple)) and len(devices) > 1) or \
+        (str(devices) in ("auto", "-1") and torch.cuda.device_count() > 1) or \
+        (isinstance(devices, str) and devices.isdigit() and int(devices) > 1) or \
+        (trainer.num_nodes or 1) > 1
+    if many or "ddp" in str(trainer.strategy) or "fsdp" in str(trainer.strategy):
+        raise RunError("--model.cuda_graph true trains on one GPU in one process: set "
+                       "--trainer.devices 1 (DDP is not supported with it)")
 
 
 def _check_writable(run_dir: Path) -> None:

@@ -1,0 +1,285 @@
+"""The one command for a GPU window: MN's Triton kernels, host syncs, launch counts and
+timings, checked and measured in one run that passes or fails.
+
+Run (the checkout need not be installed; see ../shared/device/README.md):
+
+    python benchmarks/gpu_check.py --out gpu_check.json            # on a CUDA GPU
+    python benchmarks/gpu_check.py --device cpu                    # Triton interpreted
+
+Sections (``--only`` picks some):
+
+- ``numerics``: the Triton kernels against float64 eager from the same state: output,
+  input/weight/bias gradients and every buffer after the state update; both layouts,
+  shapes that do not divide the tiles, K in {1, 2, 3, 5, 8}, 1 and 2 EM iterations,
+  momentum None, affine False, given posteriors.
+  Float32 EM is ill-conditioned for larger K on small batches, so each value must be as
+  close to float64 as float32 eager is (``4 * eager's error + 2e-6``, errors relative to
+  the reference's largest magnitude); given the posteriors the transform is well
+  conditioned and the bound is ``2e-6``.
+- ``layers``: the layer under bf16 autocast, and K=1 against ``BatchNorm2d``.
+- ``counts``: kernels launched and host syncs per MN layer forward + backward + state
+  update and per whole GAN step, from the profiler (under the interpreter: launches
+  counted directly); at most 7 launches and no sync.
+- ``syncs``: 5 training steps of the GAN module itself (Lightning, EMA on; eager and
+  ``cuda_graph``) under ``torch.cuda.set_sync_debug_mode("error")``.
+- ``graph``: the captured step against the eager one, 20 steps from one seed.
+- ``timings``: whole DCGAN steps (eager BN; MN with the Triton, Inductor and eager
+  kernels; captured BN and MN) and each norm layer's forward + backward, measured side by
+  side, with the ratios against the targets of issue 20 (reported, not failed).
+
+Prints a table, writes JSON (``--out``), exits 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("numerics", "layers", "counts", "syncs", "graph", "timings")
+
+
+def _gan(**model: Any) -> Any:
+    from gan_mn.training import GAN
+
+    return GAN(**{"sample_every_n_steps": 0, **model})
+
+
+def check_syncs(device: str, record: Any) -> None:
+    """The GAN module's own training step, 5 steps after warm-up (MN seeding, optimiser
+    state, the graph's capture) under ``set_sync_debug_mode("error")``: any synchronising
+    call raises. Lightning logs every 1000 steps here (a logging step reads its values)."""
+    if device == "cpu":
+        record("syncs", "5 GAN module steps under set_sync_debug_mode('error')", "needs CUDA")
+        return
+    import lightning.pytorch as pl
+    import torch
+
+    from gan_mn.data import GANDataModule
+    from gan_mn.training import EMA
+
+    class SyncDebug(pl.Callback):
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, i: int) -> None:
+            torch.cuda.set_sync_debug_mode("error" if 4 <= trainer.global_step < 9 else 0)
+
+        def on_train_end(self, trainer: Any, module: Any) -> None:
+            torch.cuda.set_sync_debug_mode(0)
+
+    for graphed in (False, True):
+        name = f"5 GAN module steps, MN triton, EMA{', cuda_graph' if graphed else ''}"
+        try:
+            torch.manual_seed(0)
+            gan = _gan(g_norm="mn", norm_kwargs={"mn": {"kernels": "triton"}},
+                       cuda_graph=graphed)
+            trainer = pl.Trainer(accelerator="cuda", devices=1, max_steps=10, logger=False,
+                                 enable_checkpointing=False, enable_progress_bar=False,
+                                 enable_model_summary=False, log_every_n_steps=1000,
+                                 callbacks=[EMA(decay=0.999), SyncDebug()])
+            trainer.fit(gan, GANDataModule("synthetic", batch_size=64))
+            replays = gan._captured.calls - gan._captured.warmup if graphed else None
+            record("syncs", name, "no sync", None, True,
+                   "" if replays is None else f"{replays} calls after the capture")
+        except RuntimeError as err:
+            torch.cuda.set_sync_debug_mode(0)
+            record("syncs", name, "synced", None, False, str(err).splitlines()[0][:200])
+
+
+def check_graph(device: str, record: Any) -> None:
+    """The captured update against the eager one: 20 steps from one seed, MN (Triton) in G,
+    capturable Adam in both; the largest relative difference of the losses."""
+    if device == "cpu":
+        record("graph", "captured vs eager losses, 20 steps", "needs CUDA")
+        return
+    import torch
+
+    from gan_mn.models import Discriminator, Generator
+    from gan_mn.training.step import CapturedStep, GANUpdate
+
+    torch.backends.cudnn.deterministic = True
+    losses = []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        g = Generator(norm="mn", norm_kwargs={"mn": {"kernels": "triton"}}).cuda()
+        d = Discriminator().cuda()
+        opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999),
+                                         capturable=True) for m in (g, d))
+        update = GANUpdate(g, d, "ns", opt_d, opt_g)
+        run = CapturedStep(update) if graphed else update
+        real = torch.rand(64, 3, 32, 32, device="cuda") * 2 - 1
+        seen = []
+        for _ in range(20):
+            loss_d, loss_g = run(real, g.sample_latent(64, "cuda"))
+            opt_g.step()
+            seen.append(torch.stack([loss_d, loss_g]).detach().clone())
+        losses.append(torch.stack(seen))
+    torch.backends.cudnn.deterministic = False
+    diff = float(((losses[1] - losses[0]).abs() / losses[0].abs()).max())
+    record("graph", "captured vs eager losses, 20 steps (max rel. diff)", diff, "<= 1e-4",
+           diff <= 1e-4)
+
+
+def timings(device: str, record: Any, rounds: int, reps: int) -> None:
+    """Whole steps and layers, interleaved round by round (``norm_overhead.race``). On the
+    CPU a tiny DCGAN and layers an eighth as wide, batch 8: that the code runs is all."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from norm_overhead import LAYER_SHAPES, make_layer_step, make_model_step, race
+
+    dev = torch.device(device)
+    fmt = torch.contiguous_format
+    batch = 64
+    size: dict[str, Any] = {}
+    shapes = LAYER_SHAPES
+    if device == "cpu":
+        batch = 8
+        size = {"z_dim": 16, "g_channels": (32, 16, 8), "d_channels": (8, 16, 32)}
+        shapes = [(f"{name} /8", (8, s[1] // 8, *s[2:])) for name, s in LAYER_SHAPES]
+    mn = {"g_norm": "mn", "d_norm": "bn", **size}
+    # (on the CPU not Inductor: its compilation would be most of this smoke run)
+    kernels = ("triton", "inductor", "eager") if device == "cuda" else ("eager",)
+    bn = {"g_norm": "bn", "d_norm": "bn", **size}
+    models: dict[str, tuple[dict[str, Any], bool]] = {"BN": (bn, False)}
+    models |= {f"MN {k}": ({**mn, "norm_kwargs": {"mn": {"kernels": k}}}, False)
+               for k in kernels}
+    if device == "cuda":
+        models["BN graphed"] = (bn, True)
+        models["MN triton graphed"] = ({**mn, "norm_kwargs": {"mn": {"kernels": "triton"}}},
+                                       True)
+    torch.manual_seed(0)
+    steps = {name: make_model_step(m, dev, fmt, batch, graphed)
+             for name, (m, graphed) in models.items()}
+    t = race(steps, rounds, reps, 5, dev)
+    for name, seconds in t.items():
+        record("timings", f"DCGAN step (MN in G), batch {batch}: {name} (ms)", seconds * 1e3,
+               None, None, f"{seconds / t['BN']:.2f}x BN")
+    best = "MN triton" if device == "cuda" else "MN eager"
+    ratio = t[best] / t["BN"]
+    record("targets", f"whole step {best}/BN", ratio, "<= 1.3 (goal 1.15)", None,
+           "met" if ratio <= 1.3 else "NOT met")
+    if device == "cuda":
+        graphed = t["MN triton graphed"] * 1e3
+        record("targets", "graphed MN step (ms) vs this run's eager BN step", graphed,
+               f"< {t['BN'] * 1e3:.2f} (goal 2)", None,
+               "met" if graphed < t["BN"] * 1e3 else "NOT met")
+    for name, shape in shapes:
+        fns = {"BN": make_layer_step("bn", {}, shape, dev, fmt),
+               best: make_layer_step("mn", {"num_components": 3,
+                                            "kernels": best.split()[1]}, shape, dev, fmt)}
+        lt = race(fns, rounds, reps * 5, 5, dev)
+        ratio = lt[best] / lt["BN"]
+        record("targets", f"layer {name} fwd+bwd {best}/BN", ratio, "<= 2", None,
+               f"{lt['BN'] * 1e3:.3f} ms BN, {'met' if ratio <= 2 else 'NOT met'}")
+
+
+def launch_cost(record: Any) -> None:
+    """Where an eager MN layer's time goes on a GPU: host time of a tiny layer's forward +
+    backward (GPU work far shorter than its launches), with the Triton launches real and
+    replaced by no-ops; the difference over 6 launches is one launch's host cost."""
+    import torch
+
+    from gan_mn.norm import MixtureNorm2d
+    from gan_mn.norm import triton_kernels as tk
+
+    names = ("mn_stats", "mn_finalize", "mn_output", "mn_grad_reduce", "mn_grad_tables",
+             "mn_grad_input")
+
+    class NoLaunch:
+        def __getitem__(self, grid: Any) -> Any:
+            return lambda *args, **kwargs: None
+
+    x = torch.randn(8, 64, 4, 4, device="cuda", requires_grad=True)
+    cot = torch.randn_like(x)
+    host: dict[str, float] = {}
+    for name, layer in (("BN", torch.nn.BatchNorm2d(64)),
+                        ("MN triton", MixtureNorm2d(64, 3, kernels="triton"))):
+        layer = layer.cuda()
+        for stub in (False, True) if name != "BN" else (False,):
+            saved = {n: getattr(tk, n) for n in names}
+            if stub:
+                for n in names:
+                    setattr(tk, n, NoLaunch())
+            try:
+                for _ in range(20):
+                    layer(x).backward(cot)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(200):
+                    layer(x).backward(cot)
+                host[name + (" (launches no-ops)" if stub else "")] = \
+                    (time.perf_counter() - t0) / 200
+                torch.cuda.synchronize()
+            finally:
+                for n, fn in saved.items():
+                    setattr(tk, n, fn)
+    for name, seconds in host.items():
+        record("timings", f"host time, layer 8x64x4x4 fwd+bwd: {name} (us)", seconds * 1e6)
+    launch = (host["MN triton"] - host["MN triton (launches no-ops)"]) / 6
+    record("timings", "host time of one Triton launch (us)", launch * 1e6)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--out", default=None, help="write the results here as JSON")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--reps", type=int, default=10, help="steps per timed round")
+    a = p.parse_args(argv)
+    if a.device == "cpu":  # before anything imports Triton
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        a.rounds, a.reps = 1, 1
+    else:
+        os.environ.pop("TRITON_INTERPRET", None)
+    sys.path.insert(0, str(ROOT))  # the checkout, installed or not
+    import gpu_check_kernels as kernels
+    import torch
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here (use --device cpu)", file=sys.stderr)
+        return 2
+    import triton
+
+    card = torch.cuda.get_device_name() if a.device == "cuda" else "cpu (Triton interpreted)"
+    print(f"gpu_check {time.strftime('%Y-%m-%d %H:%M')}: {card}, torch {torch.__version__}, "
+          f"triton {triton.__version__}", flush=True)
+    start = time.perf_counter()
+    record = kernels.record
+    sections = {"numerics": lambda: kernels.check_numerics(a.device),
+                "layers": lambda: kernels.check_layers(a.device),
+                "counts": lambda: kernels.check_counts(a.device),
+                "syncs": lambda: check_syncs(a.device, record),
+                "graph": lambda: check_graph(a.device, record),
+                "timings": lambda: timings(a.device, record, a.rounds, a.reps)}
+    if a.device == "cuda":
+        run_timings = sections["timings"]
+        sections["timings"] = lambda: (run_timings(), launch_cost(record))
+    for name in a.only:
+        began = time.perf_counter()
+        try:
+            sections[name]()
+        except Exception as err:  # one broken section must not hide the others' results
+            traceback.print_exc()
+            record(name, "section raised", type(err).__name__, None, False,
+                   str(err).splitlines()[0][:200] if str(err) else "")
+        print(f"# {name}: {time.perf_counter() - began:.0f} s", flush=True)
+    failed = [r for r in kernels.RESULTS if r["ok"] is False]
+    seconds = time.perf_counter() - start
+    print(f"gpu_check: {len(failed)} of {sum(r['ok'] is not None for r in kernels.RESULTS)} "
+          f"checks failed, {seconds:.0f} s", flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps({
+            "device": card, "torch": torch.__version__, "triton": triton.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M"), "seconds": seconds,
+            "passed": not failed, "results": kernels.RESULTS}, indent=1, default=str) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

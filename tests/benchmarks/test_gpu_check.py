@@ -1,0 +1,35 @@
+"""``benchmarks/gpu_check.py --device cpu``: the GPU window's command runs here too (Triton
+interpreted, small shapes), so it cannot rot between GPU windows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "check.json"
+    # run as its docstring says: a script, benchmarks/ first on sys.path, from elsewhere
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"),
+                           "--device", "cpu", "--out", str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["passed"]
+    rows = report["results"]
+    sections = {r["section"] for r in rows}
+    assert sections == {"numerics", "layers", "counts", "syncs", "graph", "timings", "targets"}
+    numerics = [r for r in rows if r["section"] == "numerics"]
+    assert len(numerics) >= 16 and all(r["ok"] for r in numerics)
+    assert any("given-tau" in r["name"] for r in numerics)
+    layers = [r for r in rows if r["section"] == "layers"]
+    assert len(layers) == 4 and all(r["ok"] for r in layers)
+    assert any("vs BatchNorm2d" in r["name"] for r in layers)
+    launches = next(r for r in rows if "launches (interpreted)" in r["name"])
+    assert launches["ok"] and launches["value"] <= 7
+    assert [r["value"] for r in rows if r["section"] in ("syncs", "graph")] == \
+        ["needs CUDA", "needs CUDA"]
