@@ -13,7 +13,9 @@ Example (the committed study, on the shared CIFAR-10 subset with the proxy extra
         --groups bn mn-g --seeds 0 1 2 --steps 3000 --eval-every 500 --num-samples 2000
 
 The ablation (K, EM iterations, MN in D) uses the groups ``bn mn-g mn-g-k2 mn-g-k5
-mn-g-em3 mn-gd`` with ``--steps 2000 --eval-every 250``.
+mn-g-em3 mn-gd`` with ``--steps 2000 --eval-every 250``; SNGAN's standard CNN ``sngan-bn
+sngan-mn-g`` (``--reference sngan-bn`` in ``compare``), its ResNet ``resnet-bn
+resnet-mn-g``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
     "mn-g-k2": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 2}}"]),
     "mn-g-k5": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 5}}"]),
     "mn-g-em3": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {em_iters: 3}}"]),
+    # SNGAN's families: spectral norm in D, hinge loss, 5 D steps per G step (the configs)
+    "sngan-bn": ("sngan_bn.yaml", []),
+    "sngan-mn-g": ("sngan_mn.yaml", []),
+    "sngan-mn-g-k5": ("sngan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 5}}"]),
+    "resnet-bn": ("resnet_bn.yaml", []),
+    "resnet-mn-g": ("resnet_mn.yaml", []),
 }
 
 

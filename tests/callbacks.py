@@ -72,7 +72,8 @@ class SignalAt(Callback):
 
 
 class RecordNorms(Callback):
-    """Writes, per rank, which norm layer classes the model trains with."""
+    """Writes, per rank, which norm layer classes the model trains with, and (at the end)
+    the spectral-norm vectors of its discriminator."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -83,6 +84,11 @@ class RecordNorms(Callback):
                         type(m).__name__})
         with open(f"{self.path}.{trainer.global_rank}", "w") as f:
             f.write(" ".join(names))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        vectors = {k: v.cpu() for k, v in pl_module.discriminator.state_dict().items()
+                   if k.endswith(("._u", "._v"))}
+        torch.save(vectors, f"{self.path}.sn.{trainer.global_rank}")
 
 
 class _Slow(torch.utils.data.Dataset):

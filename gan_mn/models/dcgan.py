@@ -6,33 +6,25 @@ generator ``z -> 512@4x4 -> 256@8x8 -> 128@16x16 -> 3@32x32`` and discriminator
 discriminator's first layer and the generator's output layer have no norm.
 ``norm`` is one kind for every normalized layer or a list, one per layer;
 ``norm_kwargs`` maps a kind to its layers' arguments, e.g. ``{"mn": {"num_components": 5}}``.
+``sn`` puts spectral norm on a layer's weight instead of a norm after it; a network whose
+normalized layers are all ``sn`` has it on every layer (its first and last ones too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from gan_mn.norm import make_norm
-
-NormSpec = str | Sequence[str]
-NormKwargs = Mapping[str, Mapping[str, Any]]
-
-
-def _per_layer(norm: NormSpec, count: int, name: str) -> list[str]:
-    """One norm kind per normalized layer: a single kind, or a list of ``count``."""
-    kinds = [norm] * count if isinstance(norm, str) else list(norm)
-    if len(kinds) != count:
-        raise ValueError(f"{name} needs {count} norm kinds (one per layer), got {len(kinds)}")
-    return kinds
-
-
-def _norm(kind: str, width: int, norm_kwargs: NormKwargs | None) -> nn.Module:
-    """``make_norm`` with the keyword arguments given for that kind (e.g. ``{"mn": {...}}``)."""
-    return make_norm(kind, width, **dict((norm_kwargs or {}).get(kind, {})))
+from gan_mn.models.layers import (
+    LatentGenerator,
+    NormKwargs,
+    NormSpec,
+    SpectralNorms,
+    edge_kind,
+    norm_after,
+    per_layer,
+)
 
 
 def _init_dcgan(module: nn.Module) -> None:
@@ -69,35 +61,32 @@ def dcgan_widths(image_size: int, g_channels: Sequence[int], d_channels: Sequenc
     return g, d
 
 
-class Generator(nn.Module):
+class Generator(LatentGenerator):
     """Maps latents ``(N, z_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]``, with
     ``S = 4 * 2**len(channels)`` (32 for the DCGAN widths)."""
 
     def __init__(self, z_dim: int = 100, channels: Sequence[int] = (512, 256, 128),
                  out_channels: int = 3, norm: NormSpec = "bn",
                  norm_kwargs: NormKwargs | None = None) -> None:
-        super().__init__()
-        if z_dim < 1:
-            raise ValueError(f"z_dim must be positive, got {z_dim}")
-        self.z_dim = z_dim
-        kinds = _per_layer(norm, len(channels), "generator norm")
+        super().__init__(z_dim)
+        kinds = per_layer(norm, len(channels), "generator norm")
+        sn = SpectralNorms(norm_kwargs)
         layers: list[nn.Module] = []
         prev = z_dim
         for i, (width, kind) in enumerate(zip(channels, kinds, strict=True)):
             stride, pad = (1, 0) if i == 0 else (2, 1)
-            layers += [nn.ConvTranspose2d(prev, width, 4, stride, pad, bias=kind == "none"),
-                       _norm(kind, width, norm_kwargs), nn.ReLU(inplace=True)]
+            conv = nn.ConvTranspose2d(prev, width, 4, stride, pad, bias=kind in ("none", "sn"))
+            layers += [sn(conv, kind), norm_after(kind, width, norm_kwargs),
+                       nn.ReLU(inplace=True)]
             prev = width
-        layers += [nn.ConvTranspose2d(prev, out_channels, 4, 2, 1), nn.Tanh()]
+        layers += [sn(nn.ConvTranspose2d(prev, out_channels, 4, 2, 1), edge_kind(kinds)),
+                   nn.Tanh()]
         self.net = nn.Sequential(*layers)
         _init_dcgan(self)
+        sn.apply()
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z.reshape(z.shape[0], self.z_dim, 1, 1))
-
-    def sample_latent(self, n: int, device: torch.device | str | None = None) -> Tensor:
-        """Standard normal latents for ``n`` images."""
-        return torch.randn(n, self.z_dim, device=device)
 
 
 class Discriminator(nn.Module):
@@ -106,15 +95,19 @@ class Discriminator(nn.Module):
     def __init__(self, channels: Sequence[int] = (64, 128, 256), in_channels: int = 3,
                  norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None) -> None:
         super().__init__()
-        kinds = _per_layer(norm, len(channels) - 1, "discriminator norm")
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 4, 2, 1),
+        kinds = per_layer(norm, len(channels) - 1, "discriminator norm")
+        edge = edge_kind(kinds)
+        sn = SpectralNorms(norm_kwargs)
+        layers: list[nn.Module] = [sn(nn.Conv2d(in_channels, channels[0], 4, 2, 1), edge),
                                    nn.LeakyReLU(0.2, inplace=True)]
         for prev, width, kind in zip(channels[:-1], channels[1:], kinds, strict=True):
-            layers += [nn.Conv2d(prev, width, 4, 2, 1, bias=kind == "none"),
-                       _norm(kind, width, norm_kwargs), nn.LeakyReLU(0.2, inplace=True)]
-        layers.append(nn.Conv2d(channels[-1], 1, 4, 1, 0))
+            conv = nn.Conv2d(prev, width, 4, 2, 1, bias=kind in ("none", "sn"))
+            layers += [sn(conv, kind), norm_after(kind, width, norm_kwargs),
+                       nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(sn(nn.Conv2d(channels[-1], 1, 4, 1, 0), edge))
         self.net = nn.Sequential(*layers)
         _init_dcgan(self)
+        sn.apply()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).flatten()

@@ -8,11 +8,18 @@ from torch import nn
 
 from gan_mn.norm.mixture import MixtureNorm2d
 
-NORM_KINDS = ("bn", "mn", "none")
+NORM_KINDS = ("bn", "mn", "sn", "none")
+# spectral norm's options (torch.nn.utils.parametrizations.spectral_norm) and their checks
+SN_OPTIONS = {"n_power_iterations": lambda v: isinstance(v, int) and not isinstance(v, bool)
+              and v >= 1,
+              "eps": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
 
 
 def make_norm(kind: str, num_features: int, **kwargs: Any) -> nn.Module:
-    """Build ``"bn"`` (``nn.BatchNorm2d``), ``"mn"`` (:class:`MixtureNorm2d`) or ``"none"``.
+    """Build the norm layer that follows a layer: ``"bn"`` (``nn.BatchNorm2d``), ``"mn"``
+    (:class:`MixtureNorm2d`) or nothing (``nn.Identity``) for ``"none"`` and ``"sn"``
+    (spectral norm acts on the layer's weight instead; ``kwargs`` are its options,
+    ``n_power_iterations`` and ``eps``, checked here).
 
     ``kwargs`` go to the layer's constructor (e.g. ``num_components=5`` for MN);
     ``"none"`` accepts none. Errors are ``ValueError``s naming the bad argument.
@@ -22,6 +29,16 @@ def make_norm(kind: str, num_features: int, **kwargs: Any) -> nn.Module:
     if kind == "none":
         if kwargs:
             raise ValueError(f"norm 'none' takes no arguments, got {sorted(kwargs)}")
+        return nn.Identity()
+    if kind == "sn":
+        for key, value in kwargs.items():
+            if key not in SN_OPTIONS:
+                raise ValueError(f"invalid argument for norm 'sn': {key!r} (its options are "
+                                 f"{', '.join(SN_OPTIONS)})")
+            if not SN_OPTIONS[key](value):
+                raise ValueError(f"norm 'sn': {key} must be "
+                                 f"{'a positive integer' if key != 'eps' else 'positive'}, "
+                                 f"got {value!r}")
         return nn.Identity()
     cls = nn.BatchNorm2d if kind == "bn" else MixtureNorm2d
     try:

@@ -181,3 +181,30 @@ def test_evaluate_flags_come_from_the_metric_settings() -> None:
     defaults = evaluate_parser().parse_args(["x.ckpt"])
     assert MetricSettings(**{f.name: getattr(defaults, f.name)
                              for f in dataclasses.fields(MetricSettings)}) == MetricSettings()
+
+
+# Smoke-sized SNGAN families (README): widths for the projection and three up-sampling
+# layers in G; for D three convolutions (sngan) or four blocks (resnet).
+FAMILY_SMOKE = {"sngan": ["--model.g_channels", "[32, 16, 8, 8]", "--model.d_channels",
+                          "[8, 16, 16]"],
+                "resnet": ["--model.g_channels", "[16, 16, 16, 16]", "--model.d_channels",
+                           "[16, 16, 16, 16]"]}
+
+
+@pytest.mark.parametrize("g_norm", ["bn", "mn"])
+@pytest.mark.parametrize("arch", ["sngan", "resnet"])
+def test_fit_each_family_then_sample_its_ema(tmp_path: Path, arch: str, g_norm: str) -> None:
+    """``--model.arch``: spectral norm in D, BN or MN in G, hinge loss, 2 D steps per G
+    step, the EMA generator sampled by ``gan-mn sample``."""
+    args = ["fit", "-c", SMOKE, "--model.arch", arch, "--model.label", "", "--model.g_norm",
+            g_norm, "--model.d_norm", "sn", "--model.loss", "hinge", "--model.d_steps", "2",
+            *FAMILY_SMOKE[arch], *EAGER_MN, "--trainer.max_steps", "2",
+            "--trainer.callbacks+=gan_mn.training.EMA", "--output_dir", str(tmp_path),
+            "--wandb.mode", "disabled", *QUIET]
+    assert main(args) == 0
+    label = f"{arch}-{'mn-g' if g_norm == 'mn' else 'bn'}"
+    run = tmp_path / f"{label}-seed0"
+    assert step_of(run / "last.ckpt") == 2
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(run / "last.ckpt"), "--num", "4", "--out", str(grid)]) == 0
+    assert grid.stat().st_size > 0

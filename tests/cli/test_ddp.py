@@ -15,7 +15,8 @@ from tests.cli.common import EAGER_MN, ROOT, SMOKE
 
 
 def test_two_process_fit_syncs_mn_logs_metrics_once_and_loads_in_one(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE,
+    """MN in G, spectral norm in D (its vectors, buffers, stay the same on both ranks)."""
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE, "--model.d_norm", "sn",
            "--trainer.strategy", "ddp", "--trainer.devices", "2",
            "--trainer.accelerator", "cpu", "--trainer.max_steps", "6",
            "--trainer.log_every_n_steps", "1", "--output_dir", str(tmp_path / "runs"),
@@ -30,9 +31,13 @@ def test_two_process_fit_syncs_mn_logs_metrics_once_and_loads_in_one(tmp_path: P
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "runs" / "smoke-seed0"
-    # both processes trained with MN synchronized (BN stays per process on CPU)
+    # both processes trained with MN synchronized
     for rank in (0, 1):
         assert "SyncMixtureNorm2d" in (tmp_path / f"norms.{rank}").read_text()
+    vectors = [torch.load(tmp_path / f"norms.sn.{rank}") for rank in (0, 1)]
+    assert len(vectors[0]) == 8  # u and v of D's four convolutions
+    for key, value in vectors[0].items():
+        assert torch.equal(value, vectors[1][key]), key
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     fid_key = next(k for k in rows[0] if k.startswith("fid"))

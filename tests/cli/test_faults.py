@@ -28,7 +28,7 @@ ARGS = ["--data.dataset", "imagefolder", "--data.batch_size", "8",
         "--trainer.max_steps", str(STEPS), "--trainer.deterministic", "true",
         "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "4",
         "--model.sample_every_n_steps", "0", *EAGER_MN,
-        "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+        "--trainer.callbacks+=gan_mn.training.EMA",
         "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false"]
 
@@ -328,3 +328,23 @@ def test_wandb_online_without_login_falls_back_to_offline(
                  "--trainer.log_every_n_steps", "1", *ARGS[-4:], *EAGER_MN]) == 0
     assert "not logged in" in caplog.text and "logging offline instead" in caplog.text
     assert list((in_tmp / "checkpoints" / "smoke-seed0" / "wandb").glob("offline-run-*"))
+
+
+def test_a_resume_with_spectral_norm_equals_an_uninterrupted_run(data: Path,
+                                                                  tmp_path: Path) -> None:
+    """SNGAN's standard CNN with spectral norm in D (its power-iteration vectors live in
+    the checkpoint): 8 steps at once, and 4 then 4 more after a resume, bit for bit."""
+    family = ["--model.arch", "sngan", "--model.g_channels", "[32, 16, 8, 8]",
+              "--model.d_channels", "[8, 16, 16]", "--model.d_norm", "sn",
+              "--model.loss", "hinge", "--model.label", "sngan-smoke"]
+    assert fit_here(data, tmp_path / "once", *family, "--trainer.max_steps", "8") == 0
+    assert fit_here(data, tmp_path / "twice", *family, "--trainer.max_steps", "4") == 0
+    assert fit_here(data, tmp_path / "twice", *family, "--trainer.max_steps", "8",
+                    "--ckpt_path", "last") == 0
+    once = load(tmp_path / "once" / "sngan-smoke-seed0" / "last.ckpt")
+    twice = load(tmp_path / "twice" / "sngan-smoke-seed0" / "last.ckpt")
+    assert twice["global_step"] == 8
+    vectors = [k for k in once["state_dict"] if k.endswith("parametrizations.weight.0._u")]
+    assert len(vectors) == 4  # D's three convolutions and its head
+    for key in ("state_dict", "averaging_state", "optimizer_states"):
+        assert_same_state(twice[key], once[key], key)
