@@ -1,7 +1,8 @@
 """Group runs by label and seed and measure who reaches the baseline's best FID first.
 
 Definitions (also written into report.md):
-- ``best_fid``: each seed's lowest logged FID; the group's mean and std over seeds.
+- ``best_fid``: each seed's lowest logged FID; the group's mean and sample standard
+  deviation (n - 1) over seeds.
 - ``reference_fid``: the best FID of the reference (baseline) group as a group: the
   minimum over steps of its seed-mean FID curve. (The mean of per-seed bests would be
   below what half of the reference's own seeds ever reach.)
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gan_mn.report.lead import lead_analysis
 from gan_mn.report.runs import ReportError, RunLog
 from gan_mn.report.speedup import first_at_or_below, seed_curves, speedup_analysis
 
@@ -60,7 +62,7 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
     all_done = len(done) == len(values) and bool(values)
     return {
         "mean": float(np.mean(done)) if all_done else None,
-        "std": float(np.std(done)) if all_done else None,
+        "std": float(np.std(done, ddof=1)) if all_done and len(done) > 1 else None,
         "per_seed": values,
         "reached": len(done),
     }
@@ -160,13 +162,15 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
             entry[f"speedup_{unit}"] = speedup
             entry[f"acceleration_{unit}"] = None if speedup is None else 1.0 - 1.0 / speedup
     summary = {"reference": reference, "reference_fid": target, "fid_key": fid,
-               "isc_key": isc, "groups": out}
+               "isc_key": isc, "groups": out, "lead": lead_analysis(groups, reference, fid)}
     return Report(fid, isc, summary, groups)
 
 
 def mean_curve(members: list[RunLog], key: str) -> dict[str, np.ndarray]:
-    """Mean and std over seeds at the steps every seed evaluated, with mean seconds."""
+    """Mean and sample std (n - 1; NaN for one seed) over seeds at the steps every seed
+    evaluated, with mean seconds."""
     steps, values = seed_curves(members, key)
     seconds = np.stack([r.seconds_at(steps) for r in members])
-    return {"steps": steps, "mean": values.mean(0), "std": values.std(0),
+    std = values.std(0, ddof=1) if len(members) > 1 else np.full(len(steps), np.nan)
+    return {"steps": steps, "mean": values.mean(0), "std": std,
             "seconds": seconds.mean(0)}

@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
+from gan_mn.report.lead import lead_sentence
 
 
 def plot(report: Report, key: str, x: str, path: Path) -> None:
-    """Mean over seeds with a +-1 std band, one line per group, against step or seconds."""
+    """Mean over seeds with a +-1 sample-std band, one line per group, against step or
+    seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,6 +72,61 @@ def plot_speedup(report: Report, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
+
+
+def plot_lead(report: Report, path: Path) -> None:
+    """FID gap (group minus reference, seed-mean curves) against step, with its 95%
+    bootstrap band and 0 marked: below 0 the group is ahead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report.summary
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.axhline(0.0, color="grey", ls="--", lw=1, label=f"0: level with {s['reference']}")
+    for label, lead in sorted(s["lead"].items()):
+        line, = ax.plot(lead["steps"], lead["gap"], marker="o", ms=3,
+                        label=f"{label} (n={len(s['groups'][label]['seeds'])} seeds, 95% band)")
+        ax.fill_between(lead["steps"], lead["ci_low"], lead["ci_high"],
+                        color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("generator step")
+    ax.set_ylabel(f"FID gap to {s['reference']} (below 0: ahead)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+def _lead(report: Report) -> list[str]:
+    """report.md's lead section: a table and one sentence per group."""
+    s = report.summary
+    ref = s["reference"]
+    if not s["lead"]:
+        return []
+    lines = [f"## Where the lead over `{ref}` ends", "",
+             "FID gap = the group's seed-mean FID minus the reference's at each step both "
+             "evaluated, with a 95% bootstrap interval over seeds; ahead: the whole interval "
+             "below 0, behind: above 0, level: neither.", "",
+             "| group | windows | last step ahead | never ahead after | late FID [95%] | "
+             f"`{ref}` late | best FID [95%] | `{ref}` best |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, lead in sorted(s["lead"].items()):
+        windows = "; ".join(f"{w['class']} {w['from']:.0f}" + (
+            "" if w["from"] == w["to"] else f"-{w['to']:.0f}") for w in lead["windows"])
+        cells = ["n/a" if q["value"] is None else
+                 f"{q['value']:.2f} [{q['ci_low']:.2f}, {q['ci_high']:.2f}]" for q in
+                 (lead["late"], lead["reference_late"], lead["best"], lead["reference_best"])]
+        after = lead["never_ahead_after"]
+        lines.append(f"| {label} | {windows} | {_num(lead['last_ahead'], 0)} | "
+                     f"{'n/a' if after is None else f'{after:.0f}'} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {lead_sentence(label, ref, lead)}" for label, lead in sorted(s["lead"].items())]
+    lines += ["", "Late FID: the mean FID over the last third of the steps every group "
+              "evaluated; best FID: the mean of the seeds' best over the steps every group "
+              "evaluated (gan_mn/report/lead.py).", ""]
+    return lines
 
 
 def _ci(value: float | None, low: float | None, high: float | None) -> str:
@@ -146,7 +205,14 @@ def _fmt(stats: dict[str, Any], digits: int = 2) -> str:
     if stats["mean"] is None:
         done = [f"{v:.{digits}f}" if v is not None else "never" for v in stats["per_seed"]]
         return f"{stats['reached']}/{len(stats['per_seed'])} seeds ({', '.join(done)})"
+    if stats["std"] is None:  # one seed
+        return f"{stats['mean']:.{digits}f}"
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def _pm(mean: float, std: float) -> str:
+    """``mean ± std``, or the mean alone for one seed (no spread to show)."""
+    return f"{mean:.2f}" if not np.isfinite(std) else f"{mean:.2f} ± {std:.2f}"
 
 
 def _num(value: float | None, digits: int) -> str:
@@ -193,8 +259,8 @@ def markdown(report: Report) -> str:
             word = "fewer" if acc >= 0 else "more"
             lines.append(f"- `{label}` reaches `{ref}`'s best FID in {abs(acc):.0%} {word} "
                          f"steps than `{ref}` (speed-up {g['speedup_steps']:.2f}x in steps).")
-    lines += ["", *_levels(report)]
-    lines += ["", f"Seed-mean `{s['fid_key']}` (± std over seeds) by step:", ""]
+    lines += ["", *_levels(report), "", *_lead(report)]
+    lines += ["", f"Seed-mean `{s['fid_key']}` (± sample std over seeds, n - 1) by step:", ""]
     curves = {label: mean_curve(members, report.fid_key)
               for label, members in sorted(report.runs.items())}
     steps = sorted(set().union(*(c["steps"].tolist() for c in curves.values())))
@@ -204,11 +270,12 @@ def markdown(report: Report) -> str:
         cells = []
         for c in curves.values():
             hit = [i for i, x in enumerate(c["steps"].tolist()) if x == step]
-            cells.append(f"{c['mean'][hit[0]]:.2f} ± {c['std'][hit[0]]:.2f}" if hit else "")
+            cells.append(_pm(c["mean"][hit[0]], c["std"][hit[0]]) if hit else "")
         lines.append(f"| {step:.0f} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Definitions: best FID is each seed's lowest evaluated FID (mean ± std over seeds). "
+        "Definitions: best FID is each seed's lowest evaluated FID (mean ± sample standard "
+        "deviation over seeds, n - 1). "
         "The reference FID is the lowest point of the reference group's seed-mean FID curve. "
         "Steps to reach is the first evaluated step at or below it, for the seed-mean curve "
         "and per seed. Speed-up = the reference's steps (or training seconds) to reach / the "
@@ -236,6 +303,10 @@ def write_report(report: Report, out: Path) -> list[Path]:
     path = out / "speedup_vs_fid.png"
     plot_speedup(report, path)
     written.append(path)
+    if report.summary["lead"]:
+        path = out / "fid_gap_vs_step.png"
+        plot_lead(report, path)
+        written.append(path)
     text = json.dumps(report.summary, indent=2, allow_nan=False) + "\n"
     atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     md = markdown(report)

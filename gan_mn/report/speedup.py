@@ -56,6 +56,14 @@ def seed_curves(members: list[RunLog], key: str) -> tuple[np.ndarray, np.ndarray
     return steps, np.stack([np.interp(steps, s, v) for s, v in curves])  # exact: common steps
 
 
+def bootstrap_draws(label: str, seeds: int, resamples: int) -> np.ndarray:
+    """``(resamples, seeds)`` seed indices drawn with replacement from a stream of the
+    group's own (its name), so that other groups' runs do not move its intervals; the
+    same draws serve every analysis of the group (speed-up, AUC, lead)."""
+    rng = np.random.default_rng([SEED, zlib.crc32(label.encode())])
+    return rng.integers(0, seeds, size=(resamples, seeds))
+
+
 def _ratio(ref: np.ndarray, grp: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = ref / grp
@@ -67,7 +75,7 @@ def _json(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """2.5th/97.5th percentiles over axis 0, ignoring undefined (NaN) resamples."""
     with np.errstate(invalid="ignore"):
         finite = np.where(np.isnan(samples), np.nan, samples)
@@ -85,10 +93,7 @@ def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
     fids = {label: values for label, (_, values) in curves.items()}
     ref_mean = fids[reference].mean(0)
     targets = np.linspace(ref_mean.min(), ref_mean.max(), num_thresholds)
-    # bootstrap: seed indices drawn once per group, shared by the speed-up and the AUC,
-    # from a stream of the group's own, so other groups' runs do not move its intervals
-    draws = {label: np.random.default_rng([SEED, zlib.crc32(label.encode())]).integers(
-                 0, f.shape[0], size=(resamples, f.shape[0])) for label, f in fids.items()}
+    draws = {label: bootstrap_draws(label, f.shape[0], resamples) for label, f in fids.items()}
 
     def reach(label: str, rows: np.ndarray | None = None) -> np.ndarray:
         f = fids[label] if rows is None else fids[label][rows]
@@ -103,7 +108,7 @@ def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
         steps = reach(label)
         boot = np.stack([reach(label, d) for d in draws[label]])
         speedup = _ratio(ref_steps, steps)
-        ci_low, ci_high = _interval(_ratio(ref_boot, boot))
+        ci_low, ci_high = interval(_ratio(ref_boot, boot))
         per_seed = [_steps_to(common[label], f, targets) for f in fids[label]]
         entry: dict[str, Any] = {
             "speedup_vs_fid": {
@@ -114,7 +119,7 @@ def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
                 "ci_low": [_json(s) for s in ci_low],
                 "ci_high": [_json(s) for s in ci_high],
             },
-            "auc": _auc(common[label], fids[label], lo, hi, draws[label]),
+            "auc": auc(common[label], fids[label], lo, hi, draws[label]),
             "cost_ratio": cost_ratios.get(label),
             "cost_adjusted_speedup_vs_fid": None,
         }
@@ -129,7 +134,7 @@ def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
     return out
 
 
-def _auc(steps: np.ndarray, fids: np.ndarray, lo: float, hi: float,
+def auc(steps: np.ndarray, fids: np.ndarray, lo: float, hi: float,
          draws: np.ndarray) -> dict[str, Any]:
     """Mean FID over [lo, hi] per seed (trapezoids), its seed mean and bootstrap interval."""
     if hi <= lo:
@@ -139,7 +144,7 @@ def _auc(steps: np.ndarray, fids: np.ndarray, lo: float, hi: float,
     per_seed = np.array([np.trapezoid(np.interp(grid, steps, f), grid) / (hi - lo)
                          for f in fids])
     boot = per_seed[draws].mean(1)
-    low, high = _interval(boot[:, None])
+    low, high = interval(boot[:, None])
     return {"value": float(per_seed.mean()), "ci_low": float(low[0]),
             "ci_high": float(high[0]), "per_seed": [float(v) for v in per_seed],
             "steps": [float(lo), float(hi)]}

@@ -53,7 +53,7 @@ def test_known_answers(tmp_path: Path) -> None:
     bn, mn = s["groups"]["bn"], s["groups"]["mn-g"]
     assert bn["best_fid"]["per_seed"] == [31, 29] and bn["best_fid"]["mean"] == 30
     assert mn["best_fid"]["mean"] == pytest.approx(25.0)
-    assert mn["best_fid"]["std"] == pytest.approx(1.0)
+    assert mn["best_fid"]["std"] == pytest.approx(2 ** 0.5)  # sample std of 24 and 26
     # bn seed 0 never gets to 30; seed 1 does at 400; the mean curve at 400.
     assert bn["steps_to_reach_reference"]["per_seed"] == [None, 400]
     assert bn["steps_to_reach_reference"]["mean"] is None
@@ -119,16 +119,16 @@ def test_cli_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = tmp_path / "report"
     assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
     names = {"fid_vs_step.png", "fid_vs_time.png", "isc_vs_step.png", "isc_vs_time.png",
-             "speedup_vs_fid.png", "report.json", "report.md"}
+             "speedup_vs_fid.png", "fid_gap_vs_step.png", "report.json", "report.md"}
     assert {p.name for p in out.iterdir()} == names
     assert all((out / n).stat().st_size > 0 for n in names)
     assert (out / "fid_vs_step.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "report.json").read_text())
     assert summary["groups"]["mn-g"]["speedup_steps"] == pytest.approx(2.0)
     md = (out / "report.md").read_text()
-    assert "| mn-g | 2 | 400 | 25.00 ± 1.00 |" in md
+    assert "| mn-g | 2 | 400 | 25.00 ± 1.41 |" in md  # sample std (n - 1) of 24 and 26
     assert "`mn-g` reaches `bn`'s best FID in 50% fewer steps" in md
-    assert "| 200 | 41.00 ± 1.00 | 29.00 ± 1.00 |" in md  # seed means by step
+    assert "| 200 | 41.00 ± 1.41 | 29.00 ± 1.41 |" in md  # seed means by step
     assert str(out / "report.md") in capsys.readouterr().out
 
 
@@ -247,3 +247,55 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()  # nothing half-written
+
+
+LEAD_STEPS = (100, 200, 300, 400, 500, 600)
+
+
+def _lead_study(root: Path, group: list[tuple[float, ...]]) -> dict:
+    """bn's three seeds against ``group``'s (one FID per LEAD_STEPS each); the lead."""
+    bn = [(50, 40, 30, 25, 22, 20), (51, 41, 31, 26, 23, 21), (49, 39, 29, 24, 21, 19)]
+    runs = [write_run(root, "bn", s, dict(zip(LEAD_STEPS, f, strict=True)))
+            for s, f in enumerate(bn)]
+    runs += [write_run(root, "mn-g", s, dict(zip(LEAD_STEPS, f, strict=True)))
+             for s, f in enumerate(group)]
+    return build_report([read_run(r) for r in runs]).summary["lead"]["mn-g"]
+
+
+def test_lead_of_identical_runs_is_level_everywhere(tmp_path: Path) -> None:
+    same = [(50, 40, 30, 25, 22, 20)] * 3  # every seed alike: no resample moves the mean
+    bn_like = _lead_study(tmp_path, same)
+    assert bn_like["classes"] == ["level"] * 6
+    assert bn_like["last_ahead"] is None and bn_like["never_ahead_after"] is None
+    assert bn_like["windows"] == [{"class": "level", "from": 100.0, "to": 600.0}]
+
+
+def test_lead_of_crossing_curves_ends_where_they_cross(tmp_path: Path) -> None:
+    """10 FID better up to step 300, 10 worse from 400: ahead, then behind; the late
+    window (the last third, steps 433-600) and the best FID say which ends better."""
+    crossing = [(40, 30, 20, 35, 32, 30), (41, 31, 21, 36, 33, 31), (39, 29, 19, 34, 31, 29)]
+    lead = _lead_study(tmp_path, crossing)
+    assert lead["classes"] == ["ahead"] * 3 + ["behind"] * 3
+    assert lead["gap"] == pytest.approx([-10, -10, -10, 10, 10, 10])
+    assert (lead["last_ahead"], lead["never_ahead_after"]) == (300, 400)
+    assert [w["class"] for w in lead["windows"]] == ["ahead", "behind"]
+    assert lead["late_steps"] == pytest.approx([1300 / 3, 600])
+    assert lead["late"]["value"] > lead["reference_late"]["value"]
+    assert lead["best"]["value"] == pytest.approx(20.0)  # (20 + 21 + 19) / 3, at step 300
+    assert lead["reference_best"]["value"] == pytest.approx(20.0)
+
+
+def test_lead_never_ahead_and_the_report_files(tmp_path: Path) -> None:
+    worse = [(60, 50, 40, 35, 32, 30), (61, 51, 41, 36, 33, 31), (59, 49, 39, 34, 31, 29)]
+    runs = tmp_path / "runs"
+    lead = _lead_study(runs, worse)
+    assert lead["classes"] == ["behind"] * 6
+    assert lead["last_ahead"] is None and lead["never_ahead_after"] is None
+    out = tmp_path / "report"
+    assert main(["compare", *map(str, sorted(runs.iterdir())), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["lead"]["mn-g"]["windows"] == [{"class": "behind", "from": 100.0,
+                                                   "to": 600.0}]
+    text = (out / "report.md").read_text()
+    assert "`mn-g` against `bn`: behind from step 100 to 600; never ahead" in text
+    assert (out / "fid_gap_vs_step.png").stat().st_size > 0
