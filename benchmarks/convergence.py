@@ -21,7 +21,6 @@ resnet-mn-g``.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from gan_mn.report.runs import metrics_rows, steps_done
 
 ROOT = Path(__file__).resolve().parents[1]
 # group -> (config, extra `gan-mn fit` options); each group's label is its name.
@@ -63,13 +64,10 @@ def finished_step(run_dir: Path) -> int:
 
 
 def _logged_step(metrics: Path) -> int:
-    """Steps done by the last row of a metrics.csv (Lightning logs a training row's
-    0-based batch index, an evaluation row's steps done)."""
+    """Steps done by the last row of a metrics.csv (``gan_mn.report.runs.steps_done``)."""
     if not metrics.is_file():
         return -1
-    with open(metrics, newline="") as f:
-        steps = [int(float(r["step"])) + (0 if r.get("metrics/num_samples") else 1)
-                 for r in csv.DictReader(f) if r.get("step")]
+    steps = [s for r in metrics_rows(metrics) if (s := steps_done(r)) is not None]
     return max(steps, default=-1)
 
 

@@ -55,7 +55,20 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
+def _show_progress_notes() -> None:
+    """gan-mn's own notes (INFO and above, e.g. MN compiling its kernels) on stderr, once."""
+    import logging
+
+    logger = logging.getLogger("gan_mn")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("gan-mn: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _show_progress_notes()
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -86,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as err:
         if os.environ.get("GAN_MN_DEBUG") or not _is_user_error(err):
             raise
-        hint = f" (see `gan-mn {command} --help`)" if isinstance(err, ArgumentError) else ""
+        from gan_mn.errors import UsageError
+
+        usage = isinstance(err, (ArgumentError, UsageError))
+        hint = f" (see `gan-mn {command} --help`)" if usage else ""
         print(f"gan-mn: error: {_one_line(err)}{hint}", file=sys.stderr)
         return 2
     except _stopped_by_signal():  # SIGTERM or Ctrl-C: PreemptionCheckpoint saved last.ckpt

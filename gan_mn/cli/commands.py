@@ -12,11 +12,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gan_mn.errors import UserError
+import torch
+
+from gan_mn.errors import ArgumentParser, UserError
 from gan_mn.images import grid_image, image_format, save_png
 from gan_mn.metrics import MetricSettings
 from gan_mn.metrics.evaluate import evaluate_checkpoint
-from gan_mn.metrics.fidelity import generate
+from gan_mn.metrics.fidelity import generate_batches
 from gan_mn.training import load_run
 
 # evaluate's flags for MetricSettings fields where the name is not the field's own
@@ -30,7 +32,7 @@ FLAG_HELP = {"metrics": "comma list of isc,fid,kid,prc",
 def evaluate_parser() -> argparse.ArgumentParser:
     """evaluate's options: the checkpoint, where the reference is, and one flag per
     MetricSettings field (its defaults, today's spellings: ``--num-samples``, ...)."""
-    p = argparse.ArgumentParser(prog="gan-mn evaluate", description=(
+    p = ArgumentParser(prog="gan-mn evaluate", description=(
         "Score a checkpoint with torch-fidelity. Prints one JSON object on the last line "
         "and appends it to evaluations.jsonl beside the checkpoint."))
     p.add_argument("checkpoint")
@@ -52,6 +54,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def evaluate_main(argv: list[str]) -> int:
     a = vars(evaluate_parser().parse_args(argv))
+    check_device(a["device"])
     log_path = Path(a["checkpoint"]).expanduser().parent / "evaluations.jsonl"
     if log_path.parent.is_dir() and not os.access(log_path.parent, os.W_OK):
         raise UserError(f"cannot append to {log_path}: {log_path.parent} is not writable "
@@ -79,7 +82,7 @@ def _strict(value: object) -> object:
 
 
 def sample_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gan-mn sample",
+    p = ArgumentParser(prog="gan-mn sample",
                                 description="Generate images from a checkpoint.")
     p.add_argument("checkpoint")
     p.add_argument("--num", type=int, default=64)
@@ -93,12 +96,38 @@ def sample_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The most images one --out grid takes (64 x 64 tiles); --out-dir takes any number.
+MAX_GRID = 4096
+
+
+def check_device(device: str | None) -> None:
+    """A device this machine has, before a checkpoint is read onto it."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, ...)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available on this machine; "
+                        "use --device cpu")
+
+
 def sample_main(argv: list[str]) -> int:
     a = sample_parser().parse_args(argv)
     if a.num < 1:
         raise UserError(f"--num must be positive, got {a.num}")
+    if a.batch_size < 1:
+        raise UserError(f"--batch-size must be positive, got {a.batch_size}")
+    for flag, value in (("--out", a.out), ("--out-dir", a.out_dir)):
+        if value is not None and not value.strip():
+            raise UserError(f"{flag} must name a {'file' if flag == '--out' else 'folder'}")
+    if a.out and a.num > MAX_GRID:
+        raise UserError(f"--num {a.num} is too many images for one grid (at most {MAX_GRID}); "
+                        "use --out-dir for a folder of PNGs")
     if a.out_dir and Path(a.out_dir).exists() and any(Path(a.out_dir).iterdir()):
         raise UserError(f"--out-dir {a.out_dir} exists and is not empty")
+    check_device(a.device)
     out = Path(a.out or a.out_dir)
     if a.out:
         image_format(a.out)  # before the (slow) sampling: a name we can honour
@@ -108,16 +137,23 @@ def sample_main(argv: list[str]) -> int:
         raise UserError(f"cannot write {out}: {err.strerror or err} "
                          f"({out.parent} cannot be created)") from None
     run = load_run(a.checkpoint, map_location=a.device)
-    images = generate(run.gan.generator.to(a.device), a.num, a.seed, a.norm_mode, a.batch_size)
+    batches = generate_batches(run.gan.generator.to(a.device), a.num, a.seed, a.norm_mode,
+                               a.batch_size)
     if a.out:
-        print(save_png(grid_image(images), a.out))
+        print(save_png(grid_image(torch.cat(list(batches))), a.out))
         return 0
     target = Path(a.out_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:  # fill a hidden sibling, then rename: never a half-filled --out-dir
-        for i, image in enumerate(images):
-            save_png(image, tmp / f"{i:06d}.png")
+    try:  # fill a hidden sibling as the images come, then rename: never a half-filled
+        # --out-dir, and one batch in memory at a time
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # a folder as mkdir makes it (mkdtemp's is private)
+        done = 0
+        for batch in batches:
+            for image in batch:
+                save_png(image, tmp / f"{done:06d}.png")
+                done += 1
         if target.exists():
             target.rmdir()
         os.replace(tmp, target)

@@ -98,6 +98,7 @@ class GANCLI(LightningCLI):
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
         # "Seed set to N" on stderr before a one-line error; the seed is in config.yaml
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+        quiet_third_parties()
         self.lock: RunLock | None = None
         try:
             super().__init__(GAN, GANDataModule, args=args, run=run, seed_everything_default=0,
@@ -112,7 +113,7 @@ class GANCLI(LightningCLI):
                                  "other settings (e.g. a lower learning rate)") from None
         finally:  # the process may go on (tests, notebooks): the run directory is free again
             if self.lock is not None:
-                self.lock.release()
+                self.lock.release(remove_if_unused=True)
 
     @override
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
@@ -165,9 +166,13 @@ class GANCLI(LightningCLI):
             self._check_run_dir(cfg, run_dir)
 
     def _check_run_dir(self, cfg: Any, run_dir: Path) -> None:
-        """One run per directory; a resume compares what it asks for with the run."""
+        """One run per directory, decided under its lock, taken before any slow work (data
+        loading): new run, resume or refusal. A resume compares what it asks for with the
+        run. A start refused or failed before training leaves no lock file behind (nor
+        the directory, if it made it)."""
         _check_writable(run_dir)
-        RunLock.check(run_dir)
+        self.lock = RunLock(run_dir)
+        self.lock.acquire()
         ckpt_path = cfg.get("ckpt_path")
         last = Path(cfg.checkpoint.dirpath) / "last.ckpt"
         present = run_files(run_dir)
@@ -197,9 +202,8 @@ class GANCLI(LightningCLI):
         if _launching_process():  # (CIFAR-10 downloads here, once, before any file)
             self.datamodule.load_images()
             metrics.check_data(self.datamodule)
-            # Nothing was written so far; from here on this process owns the run directory.
-            self.lock = RunLock(self.run_dir)
-            self.lock.acquire()
+            self._check_resume(cfg)
+            # Nothing was written so far (but the lock); the run directory is this process's.
             if cfg.overwrite:
                 remove_run_files(self.run_dir)
         if trainer_cfg.get("logger") in (None, True):
@@ -231,6 +235,25 @@ class GANCLI(LightningCLI):
         kwargs["strategy"] = unused_parameters_strategy(trainer_cfg.get("strategy", "auto"))
         return super().instantiate_trainer(**kwargs)
 
+    def _check_resume(self, cfg: Any) -> None:
+        """A resume has steps left to train, on the images the run trained on (moved,
+        they may be)."""
+        path = _resume_path(cfg)
+        if path is None or not path.is_file():
+            return  # (no run to resume is refused elsewhere)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        done, max_steps = int(ckpt.get("global_step", 0)), cfg.trainer.max_steps
+        if max_steps is not None and max_steps != -1 and max_steps <= done:
+            raise RunError(f"nothing to train: the run is at step {done} and "
+                           f"--trainer.max_steps is {max_steps}; raise it to continue")
+        saved = (ckpt.get(type(self.datamodule).__qualname__) or {}).get("content")
+        now = self.datamodule.content_digest()
+        if saved is not None and saved != now:  # (checkpoints before 2026-12-01: unknown)
+            raise RunError(f"cannot resume on other images: the run trained on {saved} "
+                           f"(size, count, pixel hash) and {self.datamodule.source_label()} "
+                           f"holds {now}; point --data.root at the run's images (a moved "
+                           "folder is fine), or start a new run")
+
     def after_fit(self) -> None:
         """Close the wandb run, so the next run in this process starts its own."""
         for logger in self.trainer.loggers:
@@ -238,16 +261,41 @@ class GANCLI(LightningCLI):
                 logger.experiment.finish()
 
     def before_fit(self) -> None:
-        ckpt_path = self._run_config().get("ckpt_path")
-        if ckpt_path is None:
+        path = _resume_path(self._run_config())
+        if path is None:
             return
-        path = Path(self._run_config().checkpoint.dirpath) / "last.ckpt" if ckpt_path == "last" \
-            else Path(ckpt_path)
         if not path.is_file():
             raise RunError(f"checkpoint to resume from not found: {path}")
         step = int(torch.load(path, map_location="cpu", weights_only=False,
                               mmap=True).get("global_step", 0))
         truncate_metrics(self.run_dir / "metrics.csv", step)
+
+
+class _NoTips(logging.Filter):
+    """Lightning's advertisements ("Tip: ... try installing litlogger")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+_NO_TIPS = _NoTips()
+
+
+def quiet_third_parties() -> None:
+    """What a plain ``gan-mn fit`` should not print: Lightning's tips, and torch's "No CUDA
+    runtime is found" (from its C++ extension loader, which Inductor imports)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        if _NO_TIPS not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_NO_TIPS)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+def _resume_path(cfg: Any) -> Path | None:
+    """The checkpoint a fit resumes from, or None for a new run."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None
+    return Path(cfg.checkpoint.dirpath) / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
 
 
 def _norm_tags(model: Any) -> list[str]:

@@ -27,6 +27,7 @@ from typing_extensions import override
 
 from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
+from gan_mn.report.runs import metrics_rows, steps_done
 
 log = logging.getLogger(__name__)
 WANDB_MODES = ("offline", "online", "disabled")
@@ -74,23 +75,12 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / ".lock"
         self.fd: int | None = None
-
-    @staticmethod
-    def check(run_dir: Path) -> None:
-        """Refuse if a live process holds the directory's lock; creates nothing."""
-        path = run_dir / ".lock"
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            _try_lock(fd, path, fcntl.LOCK_SH)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        self.made: list[Path] = []  # directories acquire() created
 
     def acquire(self) -> None:
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.made = missing  # deepest first
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             _try_lock(fd, self.path, fcntl.LOCK_EX)
@@ -101,10 +91,22 @@ class RunLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
 
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
+    def release(self, remove_if_unused: bool = False) -> None:
+        """Drop the lock; with ``remove_if_unused``, and if the run directory holds nothing
+        but it, also the lock file and the directories :meth:`acquire` made (a start that
+        was refused or failed before writing anything leaves nothing)."""
+        if self.fd is None:
+            return
+        unused = remove_if_unused and [p.name for p in self.path.parent.iterdir()] == [".lock"]
+        if unused:
+            self.path.unlink(missing_ok=True)  # (while still held: no one took it meanwhile)
+            for folder in self.made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
 
 
 def _try_lock(fd: int, path: Path, kind: int) -> None:
@@ -194,10 +196,11 @@ def truncate_metrics(metrics_file: Path, step: int) -> int:
     if not metrics_file.is_file():
         return 0
     with open(metrics_file, newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or [], list(reader)
-    keep = [r for r in rows if not r.get("step") or int(float(r["step"])) <= step]
-    if len(keep) < len(rows):
+        fields = next(csv.reader(f), [])
+        lines = sum(1 for _ in f)
+    rows = metrics_rows(metrics_file)  # (rows cut short are dropped too)
+    keep = [r for r in rows if (done := steps_done(r)) is None or done <= step]
+    if len(keep) < lines:
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=fields)
@@ -205,7 +208,7 @@ def truncate_metrics(metrics_file: Path, step: int) -> int:
                 writer.writerows(keep)
 
         atomic_write(metrics_file, write)
-    return len(rows) - len(keep)
+    return lines - len(keep)
 
 
 def wandb_logger(run_dir: Path, run_name: str, project: str, mode: str,
@@ -227,8 +230,12 @@ def wandb_logger(run_dir: Path, run_name: str, project: str, mode: str,
         run_id = secrets.token_hex(4)  # wandb run ids: short lowercase alphanumerics
         run_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run_id + "\n")
-    return WandbLogger(name=run_name, project=project, save_dir=str(run_dir), id=run_id,
-                       offline=mode == "offline", resume="allow", group=group, tags=tags)
+    logger = WandbLogger(name=run_name, project=project, save_dir=str(run_dir), id=run_id,
+                         offline=mode == "offline", resume="allow", group=group, tags=tags)
+    # Lightning passes wandb an "anonymous" setting wandb no longer has (and warns about,
+    # even unset); lightning 2.6 keeps wandb.init's arguments here (pinned below 2.7)
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def _wandb_logged_in() -> bool:

@@ -110,7 +110,8 @@ class GANDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         n = self.load_images().shape[0]
         if n < self.hparams.batch_size:
-            raise DataError(f"{self.source_label()} has {n} images, fewer than one batch "
+            images = "image" if n == 1 else "images"
+            raise DataError(f"{self.source_label()} has {n} {images}, fewer than one batch "
                             f"({self.hparams.batch_size})")
 
     @override
@@ -172,15 +173,25 @@ class GANDataModule(pl.LightningDataModule):
         """The reference-statistics cache key: identifies the images by content (a hash
         of the decoded pixels) as well as by name, so two datasets, splits, sizes or edits
         never share a key."""
-        if self._content_key is not None:  # hashing 150 MB once per run is enough
-            return self._content_key
         h = self.hparams
-        images = self.load_images()
-        digest = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12]
         name = {"cifar10": f"cifar10-{h.split}", "synthetic": "synthetic"}.get(
             h.dataset, Path(h.root).expanduser().resolve().name)
-        self._content_key = f"{name}-{images.shape[-1]}px-{images.shape[0]}-{digest}"
+        return f"{name}-{self.content_digest()}"
+
+    def content_digest(self) -> str:
+        """The images alone, wherever they are: size, count and a hash of the decoded
+        pixels (a folder moved elsewhere keeps it; other images do not)."""
+        if self._content_key is None:  # hashing 150 MB once per run is enough
+            images = self.load_images()
+            digest = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12]
+            self._content_key = f"{images.shape[-1]}px-{images.shape[0]}-{digest}"
         return self._content_key
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """What the checkpoint records of the data: its content, so that a resume can
+        refuse other images."""
+        return {"content": self.content_digest()}
 
     def metric_suffix(self) -> str:
         """The reference's short name in metric keys (``fid10k_<this>``): the CIFAR-10

@@ -13,6 +13,7 @@ import importlib.util
 import sys
 import types
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -49,18 +50,26 @@ class UInt8Generator(nn.Module):
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, num: int, seed: int, norm_mode: str = "running",
-             batch_size: int = 100) -> Tensor:
-    """``num`` uint8 images ``(num, 3, H, W)`` on the CPU from seeded normal noise."""
+def generate_batches(generator: nn.Module, num: int, seed: int, norm_mode: str = "running",
+                     batch_size: int = 100) -> Iterator[Tensor]:
+    """``num`` uint8 images from seeded normal noise, ``batch_size`` at a time ``(b, 3, H,
+    W)`` on the CPU: memory bounded by one batch whatever ``num`` is."""
     if num < 1:
         raise MetricsError(f"the number of images must be positive, got {num}")
+    if batch_size < 1:
+        raise MetricsError(f"the batch size must be positive, got {batch_size}")
     device = next(generator.parameters()).device
     noise = torch.Generator().manual_seed(seed)
     with sampling(generator, norm_mode) as model:
-        chunks = [to_uint8(model(torch.randn(min(batch_size, num - i), generator.z_dim,
-                                             generator=noise).to(device))).cpu()
-                  for i in range(0, num, batch_size)]
-    return torch.cat(chunks)
+        for i in range(0, num, batch_size):
+            z = torch.randn(min(batch_size, num - i), generator.z_dim, generator=noise)
+            yield to_uint8(model(z.to(device))).cpu()
+
+
+def generate(generator: nn.Module, num: int, seed: int, norm_mode: str = "running",
+             batch_size: int = 100) -> Tensor:
+    """``num`` uint8 images ``(num, 3, H, W)`` on the CPU from seeded normal noise."""
+    return torch.cat(list(generate_batches(generator, num, seed, norm_mode, batch_size)))
 
 
 def load_plugin(spec: str | None) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from gan_mn.norm.mixture import MixtureNorm2d
+from gan_mn.norm.options import check_eps, check_flag, check_momentum
 
 NORM_KINDS = ("bn", "mn", "sn", "none")
 # spectral norm's options (torch.nn.utils.parametrizations.spectral_norm) and their checks
@@ -41,6 +42,11 @@ def make_norm(kind: str, num_features: int, **kwargs: Any) -> nn.Module:
                                  f"got {value!r}")
         return nn.Identity()
     cls = nn.BatchNorm2d if kind == "bn" else MixtureNorm2d
+    if kind == "bn":  # (nn.BatchNorm2d checks none of these itself)
+        check_eps(kwargs.get("eps", 1e-5))
+        check_momentum(kwargs.get("momentum", 0.1))
+        for flag in ("affine", "track_running_stats"):
+            check_flag(flag, kwargs.get(flag, True))
     try:
         return cls(num_features, **kwargs)
     except TypeError as err:  # an argument the layer does not have

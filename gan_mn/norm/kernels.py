@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import types
 import warnings
@@ -43,6 +44,7 @@ from gan_mn.norm.functional import (
 )
 from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView
 
+log = logging.getLogger(__name__)
 KERNEL_CHOICES = ("auto", "eager", "inductor", "triton")
 # Most components ``auto`` compiles with Inductor (K=20 took a minute before its first step).
 COMPILE_MAX_COMPONENTS = 8
@@ -81,6 +83,7 @@ class _Compiled:
     kernels run eagerly with ``decomposed=False``; any other error propagates."""
 
     failed = False  # shared: one broken backend means all kernels fall back
+    announced = False  # (the first compilation says so, once)
 
     def __init__(self, fn: Callable[..., Any], key: Callable[..., Hashable]) -> None:
         self.fn = fn
@@ -93,6 +96,10 @@ class _Compiled:
         if not _Compiled.failed:
             key = self.key(*args, **kwargs)
             if key not in self.compiled:
+                if not _Compiled.announced:
+                    _Compiled.announced = True
+                    log.info("MixtureNorm2d: compiling its fused kernels with Inductor (once per "
+                             "process; tens of seconds on a CPU before the first step)")
                 fn = self.fn
                 copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
                                           fn.__defaults__, fn.__closure__)
@@ -103,8 +110,9 @@ class _Compiled:
             except torch._dynamo.exc.BackendCompilerFailed as err:
                 _Compiled.failed = True
                 reason = str(err).strip().splitlines()[0]
-                warnings.warn(f"MixtureNorm2d: fused kernels unavailable ({reason}); "
-                              "using the eager path", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"MixtureNorm2d: compiling its fused kernels failed ({reason}); "
+                              "it runs its eager kernels instead (kernels='eager' skips the "
+                              "attempt)", RuntimeWarning, stacklevel=2)
         return self.fn(*args, decomposed=False, **kwargs)
 
 

@@ -20,6 +20,7 @@ from gan_mn.norm.functional import (
 )
 from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, seed
 from gan_mn.norm.kernels import KERNEL_CHOICES, select_kernels
+from gan_mn.norm.options import check_eps, check_flag, check_momentum
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -78,10 +79,10 @@ class MixtureNorm2d(nn.Module):
         self.em_iters = _check_positive_int("em_iters", em_iters)
         if isinstance(seed_iters, bool) or not isinstance(seed_iters, int) or seed_iters < 0:
             raise ValueError(f"seed_iters must be a non-negative integer, got {seed_iters!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be positive, got {eps!r}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        check_eps(eps)
+        check_momentum(momentum)
+        check_flag("affine", affine)
+        check_flag("detach_posteriors", detach_posteriors)
         if kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}; "
                              f"got {kernels!r}")

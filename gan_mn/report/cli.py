@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
+from gan_mn.errors import ArgumentParser
 from gan_mn.report.analysis import build_report
 from gan_mn.report.render import write_report
 from gan_mn.report.runs import ReportError, read_run
 
 
 def compare_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="gan-mn compare", description=__doc__)
+    p = ArgumentParser(prog="gan-mn compare", description=__doc__)
     p.add_argument("runs", nargs="+", help="run directories (metrics.csv + config.yaml)")
     p.add_argument("--out", required=True, help="directory for the plots and report")
     p.add_argument("--reference", default=None, help="baseline label (default: bn)")
@@ -54,6 +54,10 @@ def _cost_ratios(path: str | None, pairs: list[str]) -> dict[str, float]:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ReportError(f"--cost {path}: not the JSON `benchmarks/norm_overhead.py "
                               "--runs ... --json` writes") from None
+        bad = {k: v for k, v in ratios.items() if not 0 < v < float("inf")}
+        if bad:
+            raise ReportError(f"--cost {path}: cost ratios must be positive and finite, got "
+                              + ", ".join(f"{k}={v}" for k, v in sorted(bad.items())))
     for pair in pairs:
         label, _, value = pair.partition("=")
         try:

@@ -8,6 +8,7 @@ run's ``model.label`` and ``seed_everything``).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 import yaml
 
 from gan_mn.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 class ReportError(UserError):
@@ -66,14 +69,17 @@ COSMETIC = ("label", "sample_every_n_steps", "num_grid_samples")
 
 
 def _settings(config: dict) -> dict[str, object]:
-    """The settings that define a run's model and data (not its label or schedules)."""
+    """The settings that define a run's model and data (not its label or schedules; the
+    training data by dataset, folder and split: runs of one label on other images are not
+    seeds of one setting)."""
     model = {k: v for k, v in (config.get("model") or {}).items() if k not in COSMETIC}
     norm_kwargs = {kind: {k: v for k, v in (opts or {}).items() if k not in ("kernels", "fused")}
                    for kind, opts in (model.get("norm_kwargs") or {}).items()}
     model["norm_kwargs"] = {kind: opts for kind, opts in norm_kwargs.items() if opts} or None
     data = config.get("data") or {}
     return {**{f"model.{k}": v for k, v in model.items()},
-            **{f"data.{k}": data.get(k) for k in ("dataset", "image_size", "batch_size")}}
+            **{f"data.{k}": data.get(k) for k in ("dataset", "root", "split", "image_size",
+                                                  "batch_size")}}
 
 
 def _config(run_dir: Path) -> tuple[str, int, dict[str, object]]:
@@ -93,6 +99,34 @@ def _config(run_dir: Path) -> tuple[str, int, dict[str, object]]:
     return str(label), seed, _settings(config)
 
 
+def steps_done(row: dict[str, str]) -> int | None:
+    """The generator steps done when a metrics.csv row was logged. gan-mn logs every row
+    at that step; runs trained before 2026-12-01 logged training rows at Lightning's
+    0-based batch index (one less), and only those rows carry an ``epoch``."""
+    step = _float(row.get("step"))
+    if step is None:
+        return None
+    return int(step) + (1 if _float(row.get("epoch")) is not None else 0)
+
+
+def metrics_rows(csv_path: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows, less any that is not whole: fewer or more fields than the
+    header, or a last line without its newline (a write cut short, e.g. a run killed while
+    logging). Each one left out is named in a warning; none is read as data."""
+    text = csv_path.read_text()
+    lines = text.splitlines(keepends=True)
+    reader = csv.DictReader(lines)
+    rows = []
+    for row in reader:
+        cut = reader.line_num == len(lines) and not text.endswith("\n")
+        if None in row or None in row.values() or cut:
+            logger.warning("%s: line %d is not a whole row (a write cut short?); left out",
+                           csv_path, reader.line_num)
+            continue
+        rows.append(row)
+    return rows
+
+
 def read_run(run_dir: str | Path) -> RunLog:
     """Load a run directory; raise ReportError with one line when it cannot be used."""
     run_dir = Path(run_dir)
@@ -106,21 +140,18 @@ def read_run(run_dir: str | Path) -> RunLog:
     label, seed, settings = _config(run_dir)
     log = RunLog(run_dir, label, seed, settings)
     seconds: dict[int, float] = {}
-    with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            step = _float(row.get("step"))
-            if step is None:
+    for row in metrics_rows(csv_path):
+        step = steps_done(row)
+        if step is None:
+            continue
+        for key, text in row.items():
+            value = _float(text)
+            if key in ("step", "epoch") or value is None:
                 continue
-            for key, text in row.items():
-                value = _float(text)
-                if key in (None, "step", "epoch") or value is None:
-                    continue
-                if key == "time/train_seconds":
-                    # Lightning's training rows carry the 0-based index of the batch
-                    # just done (2999 for the 3000th); evaluations carry steps done.
-                    seconds[int(step) + 1] = value
-                else:
-                    log.columns.setdefault(key, {})[int(step)] = value  # later rows win
+            if key == "time/train_seconds":
+                seconds[step] = value
+            else:
+                log.columns.setdefault(key, {})[step] = value  # later rows win
     if seconds:
         at = sorted(seconds)
         log.train_seconds = (np.array(at, dtype=float), np.array([seconds[s] for s in at]))

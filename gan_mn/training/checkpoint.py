@@ -31,6 +31,9 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
     ``CheckpointError``. The weights are those in ``state_dict``: the EMA ones when the
     run used ``WeightAveraging`` (which stores the averaged model there)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        hint = " (e.g. its last.ckpt)" if (path / "last.ckpt").is_file() else ""
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:

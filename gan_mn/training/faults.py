@@ -7,6 +7,7 @@ All of these plug into Lightning's own extension points (CheckpointIO, callbacks
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import shutil
@@ -105,6 +106,23 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class _ForwardedSigint(logging.Filter):
+    """Ctrl-C reaches Lightning's stop as a SIGTERM (see :class:`PreemptionCheckpoint`):
+    its "Received SIGTERM: 15" would then name the wrong signal; the line that names
+    Ctrl-C is ours."""
+
+    pending = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.pending and "Received SIGTERM" in str(record.msg):
+            self.pending = False
+            return False
+        return True
+
+
+_FORWARDED = _ForwardedSigint()
+
+
 class PreemptionCheckpoint(Callback):
     """On SIGTERM (cluster preemption) or Ctrl-C, finish the current step and save
     ``last.ckpt``, so ``--ckpt_path last`` loses nothing.
@@ -133,12 +151,16 @@ class PreemptionCheckpoint(Callback):
             # leave it to this process, which stops after the step and shuts them down.
             if os.getpid() != main_pid:
                 return
-            rank_zero_info("\ngan-mn: stopping after this step and saving last.ckpt "
+            rank_zero_info("\ngan-mn: Ctrl-C: stopping after this step and saving last.ckpt "
                            "(Ctrl-C again to abort at once)")
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            _FORWARDED.pending = True  # Lightning would announce it as SIGTERM
             os.kill(os.getpid(), signal.SIGTERM)
 
         self._previous = signal.signal(signal.SIGINT, stop_after_this_step)
+        connector = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
+        if _FORWARDED not in connector.filters:
+            connector.addFilter(_FORWARDED)
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

@@ -148,6 +148,7 @@ class GAN(pl.LightningModule):
         self._batch_start = 0.0
         self._finite = FiniteWatch()
         self._update: GANUpdate | None = None  # built with the optimisers, per fit
+        self._last_losses: dict[str, Tensor] = {}
         self._captured: CapturedStep | None = None
 
     @override
@@ -214,11 +215,16 @@ class GAN(pl.LightningModule):
         (each logged value is read back then, a host sync on a GPU; logging every step
         would also cost launches for values nobody writes)."""
         losses = (loss_d,) if loss_g is None else (loss_d, loss_g)
+        self._last_losses = {"loss/d": loss_d.detach()} | (
+            {} if loss_g is None else {"loss/g": loss_g.detach()})
         self._finite.observe(self.global_step, [self.generator, self.discriminator], *losses)
         logging = self._logging_step()
         if self.device.type == "cpu" or logging:
             self._finite.check()
         if logging:
+            # every row at the generator steps done, as the evaluations' rows and the
+            # sample grids are (Lightning would use its 0-based batch index otherwise)
+            self.log("step", torch.tensor(float(self.global_step)))
             self.log("loss/d", loss_d.detach())
             if loss_g is not None:
                 self.log("loss/g", loss_g.detach())
@@ -265,9 +271,16 @@ class GAN(pl.LightningModule):
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Training time so far (for time-to-FID plots), then the sample grid when due."""
+        """Training time so far (for time-to-FID plots), then the sample grid when due.
+        The last step is always logged, directly to the loggers when Lightning would not
+        (a run shorter than ``log_every_n_steps`` still writes its metrics.csv)."""
         if self._logging_step():  # a host tensor: logging it copies nothing to the device
             self.log("time/train_seconds", torch.tensor(self.train_seconds))
+        elif self._trainer is not None and 0 < self.trainer.max_steps <= self.global_step:
+            row = {k: float(v) for k, v in self._last_losses.items()}
+            for logger in self.loggers:
+                logger.log_metrics({**row, "time/train_seconds": self.train_seconds},
+                                   step=self.global_step)
         n, step = self.hparams.sample_every_n_steps, self.global_step
         if n and step % n == 0 and step != self._last_grid_step:
             self._last_grid_step = step

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import yaml
 
 from gan_mn.cli import main
 from gan_mn.cli.rundir import RunLock
-from tests.cli.common import EAGER_MN, SMOKE
+from tests.cli.common import EAGER_MN, ROOT, SMOKE
 
 FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
         "--model.sample_every_n_steps", "0",
@@ -27,6 +28,10 @@ FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
 
 def fit(out: Path, *extra: str) -> int:
     return main(["fit", "-c", SMOKE, "--output_dir", str(out), *FAST, *extra])
+
+
+def step_of(ckpt: Path) -> int:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
 
 
 def error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -126,7 +131,7 @@ def test_resume_refuses_frozen_changes_before_writing(tmp_path: Path,
     record = json.loads((run / "resumes.jsonl").read_text())
     assert record == {"step": 4, "changed": {"trainer.max_steps": {"old": 4, "new": 6}}}
     rows = (run / "metrics.csv").read_text().splitlines()
-    assert rows[-1].split(",")[-2] == "5"  # Lightning's 0-based index of step 6
+    assert rows[-1].split(",")[-2] == "6"  # every row at the generator steps done
 
 
 @pytest.mark.parametrize("args, message", [
@@ -292,4 +297,51 @@ def test_what_a_captured_step_cannot_do_is_refused(
     out = tmp_path / "out"
     assert fit(out, "--model.cuda_graph", "true", *options) == 2
     assert message in error(capsys)
+    assert not out.exists()
+
+
+SLOW_LOAD = """
+import sys, time
+import gan_mn.data.datamodule as datamodule
+load = datamodule.load_image_folder
+def slow(*args, **kwargs):
+    print("loading", flush=True)
+    time.sleep(4)
+    return load(*args, **kwargs)
+datamodule.load_image_folder = slow
+from gan_mn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_run_loading_slowly_holds_its_directory(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The lock is taken before the data loads: a second run into the directory while the
+    first is still loading is refused, and the first trains alone."""
+    from tests.fakes import write_image_folder
+
+    data = write_image_folder(tmp_path / "images", n=20, size=32)
+    args = ["fit", "-c", SMOKE, "--output_dir", str(tmp_path / "out"), *FAST,
+            "--data.dataset", "imagefolder", "--data.root", str(data)]
+    first = subprocess.Popen([sys.executable, "-c", SLOW_LOAD, *args], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "loading"
+        assert main(args) == 2
+        assert f"in use by another gan-mn fit (process {first.pid})" in error(capsys)
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err[-2000:]
+    finally:
+        first.kill()
+    run = tmp_path / "out" / "smoke-seed0"
+    assert step_of(run / "last.ckpt") == 4
+
+
+def test_a_refused_start_leaves_no_directory(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """(The lock file of a start refused after taking it goes too.)"""
+    out = tmp_path / "out"
+    assert fit(out, "--data.dataset", "imagefolder", "--data.root",
+               str(tmp_path / "no-such-folder")) == 2
+    assert "no-such-folder" in error(capsys)
     assert not out.exists()
