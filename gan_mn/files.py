@@ -1,4 +1,5 @@
-"""``atomic_write``: the one way gan-mn writes a file that must never be seen half-written."""
+"""``atomic_write``: the one way gan-mn writes a file that must never be seen half-written;
+``writable``: whether a path could be written, asked before any slow work."""
 
 from __future__ import annotations
 
@@ -34,3 +35,16 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def writable(path: str | Path) -> Path | None:
+    """None if ``path`` (a file or folder to be made) could be written; else the existing
+    ancestor in the way (a file, or a folder without write access). Creates nothing."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing == path and path.is_dir():
+        existing = path  # (a folder to write into)
+    elif existing == path:
+        existing = path.parent  # (a file to replace: its folder decides)
+    ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    return None if ok else existing

@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 
 from gan_mn.errors import ArgumentParser, UserError
+from gan_mn.files import writable
 from gan_mn.images import grid_image, image_format, save_png
 from gan_mn.metrics import MetricSettings
 from gan_mn.metrics.evaluate import evaluate_checkpoint
 from gan_mn.metrics.fidelity import generate_batches
 from gan_mn.training import load_run
+from gan_mn.training.checkpoint import checkpoint_file
 
 # evaluate's flags for MetricSettings fields where the name is not the field's own
 FLAG_NAMES = {"feature_extractor_weights_path": "--feature-extractor-weights"}
@@ -54,6 +56,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def evaluate_main(argv: list[str]) -> int:
     a = vars(evaluate_parser().parse_args(argv))
+    checkpoint_file(a["checkpoint"])
     check_device(a["device"])
     log_path = Path(a["checkpoint"]).expanduser().parent / "evaluations.jsonl"
     if log_path.parent.is_dir() and not os.access(log_path.parent, os.W_OK):
@@ -127,15 +130,14 @@ def sample_main(argv: list[str]) -> int:
                         "use --out-dir for a folder of PNGs")
     if a.out_dir and Path(a.out_dir).exists() and any(Path(a.out_dir).iterdir()):
         raise UserError(f"--out-dir {a.out_dir} exists and is not empty")
-    check_device(a.device)
     out = Path(a.out or a.out_dir)
     if a.out:
         image_format(a.out)  # before the (slow) sampling: a name we can honour
-    try:  # before the (slow) sampling: is there somewhere to write?
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot write {out}: {err.strerror or err} "
-                         f"({out.parent} cannot be created)") from None
+    blocking = writable(out)  # before the (slow) sampling, and without making anything
+    if blocking is not None:
+        raise UserError(f"cannot write {out}: {blocking} is not a writable directory")
+    checkpoint_file(a.checkpoint)
+    check_device(a.device)
     run = load_run(a.checkpoint, map_location=a.device)
     batches = generate_batches(run.gan.generator.to(a.device), a.num, a.seed, a.norm_mode,
                                a.batch_size)
@@ -143,6 +145,7 @@ def sample_main(argv: list[str]) -> int:
         print(save_png(grid_image(torch.cat(list(batches))), a.out))
         return 0
     target = Path(a.out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:  # fill a hidden sibling as the images come, then rename: never a half-filled
         # --out-dir, and one batch in memory at a time

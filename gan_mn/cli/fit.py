@@ -38,6 +38,7 @@ from gan_mn.cli.rundir import (
     truncate_metrics,
 )
 from gan_mn.data import GANDataModule
+from gan_mn.files import writable
 from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.training import GAN, default_label
@@ -360,9 +361,9 @@ def _check_cuda_graph(cfg: Any, on_cpu: bool) -> None:
 def _check_writable(run_dir: Path) -> None:
     """Fail before training, not at the first checkpoint an hour later. Creates nothing
     (so a run that fails later leaves nothing, and DDP ranks do not race)."""
-    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise RunError(f"cannot write the run directory {run_dir}: {existing} is not a "
+    blocking = writable(run_dir)
+    if blocking is not None:
+        raise RunError(f"cannot write the run directory {run_dir}: {blocking} is not a "
                        "writable directory")
 
 

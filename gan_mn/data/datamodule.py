@@ -135,13 +135,13 @@ class GANDataModule(pl.LightningDataModule):
         dataset = Indices(images.shape[0]) if gather else UInt8Images(images)
         sampler = ResumableSampler(dataset, seed=h.seed, num_replicas=world, rank=rank)
         if trainer is not None and trainer.fit_loop.restarting:
-            epochs, batches = trainer.fit_loop.epoch_progress.current, \
-                trainer.fit_loop.epoch_loop.batch_progress.current
-            epoch, done = epochs.processed, 0
-            if epochs.ready > epochs.processed:  # stopped inside epoch `processed`
-                done = batches.processed * h.batch_size
-                if done >= len(sampler):  # ... after its last batch: the next one is due
-                    epoch, done = epoch + 1, 0
+            # The epoch in progress (epochs processed so far) and its batches done. (Not
+            # Lightning's "epochs ready": after a resume from the end of an epoch it counts
+            # one epoch fewer, so a second resume would restart the epoch it was inside.)
+            epoch = trainer.fit_loop.epoch_progress.current.processed
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed * h.batch_size
+            if done >= len(sampler):  # stopped after an epoch's last batch: the next is due
+                epoch, done = epoch + 1, 0
             sampler.resume(epoch, done)
         # Its own generator: creating loader iterators must not draw on the global RNG
         # (the training noise), or resumed and uninterrupted runs would diverge.

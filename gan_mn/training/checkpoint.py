@@ -26,16 +26,23 @@ class LoadedRun:
     data_hparams: dict[str, Any] | None
 
 
-def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
-    """Load a gan-mn Lightning checkpoint. Missing, truncated and foreign files raise
-    ``CheckpointError``. The weights are those in ``state_dict``: the EMA ones when the
-    run used ``WeightAveraging`` (which stores the averaged model there)."""
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` if it is a file; ``CheckpointError`` (one line) for a directory or nothing.
+    (Commands call it first: the cheapest mistake is reported before any slow check.)"""
     path = Path(path).expanduser()
     if path.is_dir():
         hint = " (e.g. its last.ckpt)" if (path / "last.ckpt").is_file() else ""
         raise CheckpointError(f"{path} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
+    """Load a gan-mn Lightning checkpoint. Missing, truncated and foreign files raise
+    ``CheckpointError``. The weights are those in ``state_dict``: the EMA ones when the
+    run used ``WeightAveraging`` (which stores the averaged model there)."""
+    path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # truncated zip, random bytes, pickle errors: all unusable

@@ -28,16 +28,18 @@ def step_of(ckpt: Path) -> int:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A 6-step run through the entry point on CIFAR-10-format data, MN in G and D,
-    metrics every 3 steps with the tiny extractor (tests/cli/test_faults.py runs the
-    command in its own process). MN's eager kernels: the compiled ones have their own
-    tests (tests/norm/test_kernels.py), and compiling them again here costs seconds."""
+    """A 6-step run through the entry point on CIFAR-10-format data, MN in G and D, an
+    EMA (decay 0.5), metrics every 3 steps with the tiny extractor
+    (tests/cli/test_faults.py runs the command in its own process). MN's eager kernels:
+    the compiled ones have their own tests (tests/norm/test_kernels.py), and compiling
+    them again here costs seconds."""
     work = tmp_path_factory.mktemp("run")
     write_cifar10(work / "cifar", per_batch=20)
     cache = work / "cache"
     args = ["fit", "-c", SMOKE, "--data.dataset", "cifar10", "--data.root", str(work / "cifar"),
             "--data.download", "false", "--model.d_norm", "mn", *EAGER_MN,
-            "--trainer.max_steps", "6",
+            "--trainer.max_steps", "6", "--trainer.callbacks+=gan_mn.training.EMA",
+            "--trainer.callbacks.init_args.decay", "0.5",
             "--checkpoint.every_n_train_steps", "3", "--metrics.every_n_steps", "3",
             "--metrics.num_samples", "40", "--metrics.feature_extractor", "tiny-test",
             "--metrics.extractor_plugin", TINY_EXTRACTOR, "--metrics.cache_dir", str(cache),
@@ -59,11 +61,40 @@ def test_fit_writes_checkpoint_csv_wandb_and_config(trained: Path) -> None:
     assert any(r.get("loss/d") for r in rows) and any(r.get("loss/g") for r in rows)
 
 
+def _metrics_of(generator: torch.nn.Module, data_root: Path, cache: Path,
+                num_samples: int = 40) -> dict[str, float]:
+    """torch-fidelity's values for ``generator`` with the fixture's protocol."""
+    from gan_mn.data import GANDataModule, UInt8Images
+    from gan_mn.metrics import MetricSettings
+    from gan_mn.metrics.fidelity import compute_metrics
+
+    data = GANDataModule("cifar10", root=str(data_root), download=False)
+    settings = MetricSettings(num_samples=num_samples, feature_extractor="tiny-test",
+                              extractor_plugin=TINY_EXTRACTOR, cache_dir=str(cache))
+    return compute_metrics(generator, generator.z_dim, UInt8Images(data.load_images()),
+                           data.content_key(), settings.protocol(data.metric_suffix()),
+                           settings)
+
+
+def _ema_and_live(ckpt: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The generator a checkpoint's EMA holds (its state_dict) and the live one."""
+    from gan_mn.training import load_run
+
+    run = load_run(ckpt)
+    live = load_run(ckpt).gan
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["current_model_state"]
+    live.load_state_dict(state)
+    return run.gan.generator, live.generator
+
+
 def test_metrics_are_logged_and_best_fid_kept(trained: Path) -> None:
     rows = [r for r in metrics_rows(trained) if r.get("fid40_train_tiny-test")]
     assert [int(r["step"]) for r in rows] == [3, 6]
-    assert all(float(r["fid40_train_tiny-test"]) >= 0 and float(r["isc40_tiny-test"]) >= 1
-               for r in rows)
+    # the value logged at step 6 is torch-fidelity's for the EMA generator at step 6
+    ema, _ = _ema_and_live(trained / "last.ckpt")
+    values = _metrics_of(ema, trained.parent.parent / "cifar", trained.parent.parent / "cache")
+    assert float(rows[1]["fid40_train_tiny-test"]) == pytest.approx(values["fid40_train_tiny-test"])
+    assert float(rows[1]["isc40_tiny-test"]) == pytest.approx(values["isc40_tiny-test"])
     best = list(trained.glob("best-fid-step*.ckpt"))
     assert len(best) == 1
     fids = {int(r["step"]): float(r["fid40_train_tiny-test"]) for r in rows}
@@ -114,8 +145,14 @@ def test_evaluate_prints_json_and_appends_jsonl(trained: Path, tmp_path: Path, c
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["step"] == 6 and record["num_samples"] == 40 and record["seed"] == 2020
     assert record["feature_extractor"] == "tiny-test" and record["norm_mode"] == "running"
-    assert record["fid40_train_tiny-test"] >= 0 and "isc40_tiny-test" in record
     assert "kid40_train_tiny-test" in record and record["reference"].startswith("cifar10-train")
+    # the EMA weights (the checkpoint's state_dict), as the training-time metrics
+    assert record["ema"] is True
+    ema, live = _ema_and_live(trained / "last.ckpt")
+    values = _metrics_of(ema, trained.parent.parent / "cifar", tmp_path)
+    assert record["fid40_train_tiny-test"] == pytest.approx(values["fid40_train_tiny-test"])
+    assert _metrics_of(live, trained.parent.parent / "cifar", tmp_path)[
+        "fid40_train_tiny-test"] != pytest.approx(values["fid40_train_tiny-test"])
     lines = (trained / "evaluations.jsonl").read_text().splitlines()
     assert json.loads(lines[-1]) == record
 
@@ -131,6 +168,15 @@ def test_sample_grid_and_folder(trained: Path, tmp_path: Path) -> None:
     files = sorted((tmp_path / "pngs").iterdir())
     assert len(files) == 5 and Image.open(files[0]).size == (32, 32)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pngs")]
+    # the EMA generator's images (sample's default seed 0), not the live one's
+    import numpy as np
+
+    from gan_mn.metrics.fidelity import generate
+
+    ema, live = _ema_and_live(trained / "last.ckpt")
+    written = np.asarray(Image.open(files[0]))
+    assert np.array_equal(written, generate(ema, 5, 0)[0].permute(1, 2, 0).numpy())
+    assert not np.array_equal(written, generate(live, 5, 0)[0].permute(1, 2, 0).numpy())
 
 
 def test_sample_writes_the_format_its_name_asks_for(trained: Path, tmp_path: Path,

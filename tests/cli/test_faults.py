@@ -79,16 +79,20 @@ def losses(run: Path) -> dict[int, tuple[str, str]]:
 
 
 def assert_same_state(a: Any, b: Any, where: str = "") -> None:
+    """Equal, tensors bit for bit, Python values (step counts, learning rates, flags...)
+    exactly."""
     if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
     elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
         for k in a:
             assert_same_state(a[k], b[k], f"{where}/{k}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +111,24 @@ def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def assert_matches_reference(run: Path, reference: Path) -> None:
     mine, ref = load(run / "last.ckpt"), load(reference / "last.ckpt")
     assert mine["global_step"] == ref["global_step"] == STEPS
-    # weights, MN's running mixture, the EMA copy and the optimiser state, bit for bit
-    for key in ("state_dict", "current_model_state", "averaging_state", "optimizer_states"):
+    # weights, MN's running mixture, the EMA copy, the optimiser state, the loops' progress
+    # and the RNG states, bit for bit; the data position
+    for key in ("state_dict", "current_model_state", "averaging_state", "optimizer_states",
+                "GANDataModule"):
         assert_same_state(mine[key], ref[key], key)
+    # Lightning's loop counters too, but its count of epochs started: after a resume from
+    # the end of an epoch it counts one fewer (the data position does not depend on it)
+    loops = [mine["loops"], ref["loops"]]
+    for state in loops:
+        for scope in ("total", "current"):
+            for field in ("ready", "started"):
+                state["fit_loop"]["epoch_progress"][scope].pop(field)
+    assert_same_state(*loops, "loops")
+    rng = [k for k in mine["callbacks"] if k.startswith("RNGState")]
+    assert rng and all(assert_same_state(mine["callbacks"][k], ref["callbacks"][k], k) is None
+                       for k in rng)
+    # training time is wall-clock: different, but carried across the resume
+    assert mine["train_seconds"] > 0 and ref["train_seconds"] > 0
     assert losses(run) == losses(reference)
     assert len(losses(run)) == STEPS
 
@@ -122,10 +141,12 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
     time.sleep(0.7)  # somewhere after step 4's checkpoint, maybe inside the next save
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = load(run / "last.ckpt")["global_step"]  # a complete checkpoint, loadable
+    killed = load(run / "last.ckpt")  # a complete checkpoint, loadable
+    killed_at = killed["global_step"]
     assert 4 <= killed_at < STEPS and killed_at % 4 == 0
     assert fit_here(data, tmp_path, "--ckpt_path", "last") == 0
     assert_matches_reference(run, reference)
+    assert load(run / "last.ckpt")["train_seconds"] > killed["train_seconds"] > 0
 
 
 @pytest.mark.parametrize(("step", "callback"), [
@@ -146,6 +167,8 @@ def test_sigterm_and_ctrl_c_save_a_final_checkpoint(data: Path, reference: Path,
     assert "Traceback" not in err
     assert load(run / "last.ckpt")["global_step"] == step  # not the periodic one (4, 8)
     assert "continue with the same command plus --ckpt_path last" in err
+    if callback == "CtrlCInWorkers":  # named as what came, not as the SIGTERM it becomes
+        assert "Ctrl-C: stopping after this step" in err and "Received SIGTERM" not in err
     assert fit_here(data, tmp_path, "--ckpt_path", "last") == 0
     assert_matches_reference(run, reference)
 
@@ -348,3 +371,14 @@ def test_a_resume_with_spectral_norm_equals_an_uninterrupted_run(data: Path,
     assert len(vectors) == 4  # D's three convolutions and its head
     for key in ("state_dict", "averaging_state", "optimizer_states"):
         assert_same_state(twice[key], once[key], key)
+
+
+def test_two_resumes_the_first_at_an_epoch_end_equal_an_uninterrupted_run(
+        data: Path, reference: Path, tmp_path: Path) -> None:
+    """Stopped after step 10 (the end of the second 5-step epoch), resumed to 14 (inside
+    the third), resumed to the end: the same as never stopping."""
+    run = tmp_path / "smoke-seed0"
+    assert fit_here(data, tmp_path, "--trainer.max_steps", "10") == 0
+    assert fit_here(data, tmp_path, "--trainer.max_steps", "14", "--ckpt_path", "last") == 0
+    assert fit_here(data, tmp_path, "--ckpt_path", "last") == 0
+    assert_matches_reference(run, reference)

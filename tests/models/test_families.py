@@ -4,6 +4,8 @@ BatchNorm -> MN converter."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -42,7 +44,7 @@ def test_sngan_standard_cnn_matches_table_3() -> None:
     # D: 3x3/1 64, 4x4/2 64, 3x3/1 128, 4x4/2 128, 3x3/1 256, 4x4/2 256, 3x3/1 512; dense
     widths = [3, 64, 64, 128, 128, 256, 256, 512]
     expected_d = sum(_conv(a, b, 3 if i % 2 == 0 else 4)
-                     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)))
+                     for i, (a, b) in enumerate(itertools.pairwise(widths)))
     expected_d += 512 * 4 * 4 + 1
     assert (_count(g), _count(d)) == (expected_g, expected_d) == (3_812_355, 2_935_873)
     assert [m.negative_slope for m in d.modules() if isinstance(m, nn.LeakyReLU)] == [0.1] * 7

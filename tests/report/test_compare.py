@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -224,6 +225,10 @@ def test_cost_ratios_from_the_benchmark_json(tmp_path: Path) -> None:
     ("duplicate", "are both bn seed 0"),
     ("no_fid", "no FID column"),
     ("bad_reference", "reference label 'resnet'"),
+    ("zero_cost", "cost ratios must be positive and finite, got bn=0.0"),
+    ("negative_cost", "cost ratios must be positive and finite, got bn=-1.0"),
+    ("nan_cost", "cost ratios must be positive and finite, got bn=nan"),
+    ("bad_thresholds", "argument --thresholds: invalid int value: 'many'"),
 ])
 def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                case: str, message: str) -> None:
@@ -240,9 +245,16 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     elif case == "no_fid":
         (good / "metrics.csv").write_text("epoch,loss/d,step\n0,0.5,49\n")
     out = tmp_path / "out"
+    cost = tmp_path / "cost.json"
+    for name, value in (("zero", "0"), ("negative", "-1"), ("nan", "NaN")):
+        if case == f"{name}_cost":
+            cost.write_text('{"ratios": {"bn": ' + value + "}}")
     extra = {"bad_reference": ["--reference", "resnet"],
              "bad_cost_ratio": ["--cost-ratio", "bn=fast"],
-             "unknown_cost_label": ["--cost-ratio", "resnet=2"]}.get(case, [])
+             "unknown_cost_label": ["--cost-ratio", "resnet=2"],
+             "bad_thresholds": ["--thresholds", "many"]}.get(case, [])
+    if case.endswith("_cost"):
+        extra = ["--cost", str(cost)]
     assert main(["compare", *args, "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -299,3 +311,72 @@ def test_lead_never_ahead_and_the_report_files(tmp_path: Path) -> None:
     text = (out / "report.md").read_text()
     assert "`mn-g` against `bn`: behind from step 100 to 600; never ahead" in text
     assert (out / "fid_gap_vs_step.png").stat().st_size > 0
+
+
+def test_a_row_cut_short_is_left_out_with_a_warning(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A killed run's half-written last row ("6" of "600") is not an evaluation at step 6:
+    the report is the one without it."""
+    whole = study(tmp_path / "whole")
+    cut = study(tmp_path / "cut")
+    with open(cut[0] / "metrics.csv", "a") as f:
+        f.write(",29.5,7,,6")  # no newline: the write stopped there
+    with open(cut[1] / "metrics.csv", "a") as f:
+        f.write(",28\n")  # fewer fields than the header
+    expected = build_report([read_run(r) for r in whole]).summary
+    report = build_report([read_run(r) for r in cut]).summary
+    assert json.dumps(report).replace("/cut/", "/whole/") == json.dumps(expected)
+    assert f"{cut[0] / 'metrics.csv'}: line 14 is not a whole row" in caplog.text
+    assert f"{cut[1] / 'metrics.csv'}: line 14 is not a whole row" in caplog.text
+
+
+def test_runs_of_one_label_on_other_data_are_not_pooled(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "bn", 0, {100: 40})
+    b = write_run(tmp_path, "bn", 1, {100: 41})
+    for run, root in ((a, "/data/cifar-subset"), (b, "/data/other-images")):
+        with open(run / "config.yaml", "a") as f:
+            f.write(f"data:\n  dataset: imagefolder\n  root: {root}\n")
+    with pytest.raises(ValueError, match=re.escape(
+            "differ in data.root '/data/cifar-subset' vs '/data/other-images'")):
+        build_report([read_run(a), read_run(b)])
+
+
+def test_metric_columns_chosen_by_flag(tmp_path: Path) -> None:
+    """Runs logging two FID columns (two extractors): compare asks which, and takes the
+    one named; --isc-key likewise."""
+    runs = []
+    for seed in (0, 1):
+        run = write_run(tmp_path, "bn", seed, {100: 40, 200: 30})
+        text = (run / "metrics.csv").read_text().splitlines()
+        rows = [text[0] + ",fid2k_other,isc2k_other"] + [
+            line + (",5,3" if line.startswith(",") else ",,") for line in text[1:]]
+        (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+        runs.append(read_run(run))
+    with pytest.raises(ValueError, match=r"several FID columns .*--fid-key"):
+        build_report(runs)
+    report = build_report(runs, fid_key="fid2k_other", isc_key="isc2k_other").summary
+    assert report["fid_key"] == "fid2k_other" and report["isc_key"] == "isc2k_other"
+    assert report["groups"]["bn"]["best_fid"]["mean"] == 5.0
+    assert report["groups"]["bn"]["best_isc"]["mean"] == 3.0
+
+
+def test_runs_without_a_time_column(tmp_path: Path) -> None:
+    """(Trained with the CSV logger but no time logged): no time, steps still compare."""
+    runs = study(tmp_path)
+    for run in runs:
+        lines = (run / "metrics.csv").read_text().splitlines()
+        (run / "metrics.csv").write_text("\n".join(
+            ",".join(line.split(",")[:-1]) for line in lines) + "\n")
+    report = build_report([read_run(r) for r in runs]).summary
+    mn = report["groups"]["mn-g"]
+    assert mn["speedup_steps"] == pytest.approx(2.0) and mn["speedup_seconds"] is None
+    assert mn["seconds_to_reach_reference"]["mean_curve"] is None
+
+
+def test_one_seed_shows_no_spread(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    runs = [write_run(tmp_path, "bn", 0, {100: 40, 200: 30}),
+            write_run(tmp_path, "mn-g", 0, {100: 35, 200: 28})]
+    assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| mn-g | 1 | 200 | 28.00 |" in md and "| 200 | 30.00 | 28.00 |" in md

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from gan_mn.data import GANDataModule
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.training import GAN, default_label, discriminator_loss, generator_loss
+from gan_mn.training import EMA, GAN, default_label, discriminator_loss, generator_loss
 
 TINY = {"z_dim": 8, "g_channels": (16, 8, 4), "d_channels": (4, 8, 16),
         "sample_every_n_steps": 0}
@@ -68,8 +68,32 @@ def test_losses_have_their_textbook_values() -> None:
         generator_loss("wasserstein", zero)  # type: ignore[arg-type]
 
 
-def test_hinge_loss_trains(tmp_path: Path) -> None:
-    assert fit(tmp_path, GAN(loss="hinge", **TINY), steps=2).global_step == 2
+def test_the_loss_option_is_the_loss_trained(tmp_path: Path) -> None:
+    """One step from the same weights, noise and batch with each loss: the
+    discriminator's update differs, and with Adam's first step (each weight moves by
+    -lr * sign of its gradient) matches the sign of the named loss's own gradient."""
+    moved = {}
+    for loss in ("ns", "hinge"):
+        torch.manual_seed(0)
+        model = GAN(loss=loss, **TINY)
+        before = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+        fit(tmp_path / loss, model, steps=1)
+        after = model.discriminator.state_dict()
+        moved[loss] = {k: after[k] - before[k] for k in before if k.endswith("weight")}
+    key = next(iter(moved["ns"]))
+    assert not torch.equal(moved["ns"][key], moved["hinge"][key])
+
+    torch.manual_seed(0)
+    model = GAN(loss="hinge", **TINY)
+    data = GANDataModule("synthetic", batch_size=8)
+    data.setup("fit")
+    real = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
+    fake = model.generator(model.generator.sample_latent(8))
+    discriminator_loss("hinge", model.discriminator(real),
+                       model.discriminator(fake.detach())).backward()
+    grad = dict(model.discriminator.named_parameters())[key].grad
+    agree = torch.sign(-grad) == torch.sign(moved["hinge"][key])
+    assert agree[grad.abs() > 1e-6].all()
 
 
 @pytest.mark.parametrize("kwargs", [{"d_steps": 0}, {"loss": "wgan"},
@@ -95,15 +119,31 @@ def test_labels_from_norms() -> None:
     assert default_label(["mn", "bn", "mn"], "bn") == "g-bn+mn_d-bn"
 
 
-def test_ema_generator_is_sampled_and_averages_mn_buffers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("callback", [EMAWeightAveraging, EMA])
+def test_ema_generator_is_sampled_and_averages_mn_buffers(tmp_path: Path, callback: type
+                                                          ) -> None:
+    """The averaged MN running mean is the EMA of the live one's values after each step
+    (decay 0.5: a_1 = x_1, a_t = 0.5 a_{t-1} + 0.5 x_t), with Lightning's callback and
+    with gan-mn's."""
     model = GAN(g_norm="mn", **TINY)
-    ema = EMAWeightAveraging(decay=0.5)
-    fit(tmp_path, model, steps=3, callbacks=[ema])
+    ema = callback(decay=0.5)
+    live: list[torch.Tensor] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+            mn = next(m for m in model.generator.modules() if isinstance(m, MixtureNorm2d))
+            live.append(mn.running_mean.clone())
+
+    fit(tmp_path, model, steps=3, callbacks=[Record(), ema])
     # after fit, Lightning copies the average into the model; the averaged copy is sampled
     sampler = model.sampling_generator()
     assert sampler is ema._average_model.module.generator
     mn = next(m for m in sampler.modules() if isinstance(m, MixtureNorm2d))
-    assert torch.isfinite(mn.running_mean).all() and mn.running_mean.abs().sum() > 0
+    expected = live[0]
+    for value in live[1:]:
+        expected = 0.5 * expected + 0.5 * value
+    torch.testing.assert_close(mn.running_mean, expected)
+    assert not torch.equal(mn.running_mean, live[-1])
 
 
 def test_sample_grid_is_written_every_n_steps(tmp_path: Path) -> None:
