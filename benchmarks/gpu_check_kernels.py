@@ -98,7 +98,7 @@ def _mn_inputs(case: dict[str, Any], device: Any) -> dict[str, Any]:
 
 
 def _cases(device: str) -> list[dict[str, Any]]:
-    small = device == "cpu"
+    small = device == "cpu"  # (interpreted: fewer cases, each kind of case still there)
     shapes = [(2, 12, 3, 5)] if small else [(16, 64, 8, 8), (3, 48, 5, 7)]
     ks = (1, 3, 8) if small else (1, 2, 3, 5, 8)
     base = {"momentum": 0.1, "affine": True, "given": False, "em_iters": 1}
@@ -106,13 +106,14 @@ def _cases(device: str) -> list[dict[str, Any]]:
     for shape in shapes:
         for k in ks:
             for cl in (False, True):
-                for em in (1, 2) if k > 1 else (1,):
+                for em in (1, 2) if k > 1 and not (small and k == 8) else (k // 8 + 1,):
                     cases.append({**base, "shape": shape, "k": k, "channels_last": cl,
                                   "em_iters": em})
     last = shapes[-1]
-    for cl in (False, True):
+    for cl in (False,) if small else (False, True):
         cases.append({**base, "shape": last, "k": 3, "channels_last": cl, "momentum": None})
         cases.append({**base, "shape": last, "k": 3, "channels_last": cl, "affine": False})
+    for cl in (False, True):
         for shape in shapes:
             cases.append({**base, "shape": shape, "k": 3, "channels_last": cl, "given": True})
     if not small:  # a DCGAN-sized layer: many partial sums per channel block

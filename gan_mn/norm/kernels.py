@@ -210,9 +210,10 @@ class TritonKernels:
         if self.blocks is not None:
             return self.blocks
         if x.device not in self._processors:  # a host query, once per device
+            # (the CPU interpreter runs programs one after another: fewer, larger tiles)
             self._processors[x.device] = (
                 torch.cuda.get_device_properties(x.device).multi_processor_count
-                if x.is_cuda else 8)
+                if x.is_cuda else 0)
         programs = 2 * self._processors[x.device]
         block_c = min(32, max(16, _pow2(c)))
         block_m = max(16, min(128, _TILE // (kp * block_c)))

@@ -306,7 +306,7 @@ import gan_mn.data.datamodule as datamodule
 load = datamodule.load_image_folder
 def slow(*args, **kwargs):
     print("loading", flush=True)
-    time.sleep(4)
+    time.sleep(2)
     return load(*args, **kwargs)
 datamodule.load_image_folder = slow
 from gan_mn.cli import main

@@ -10,6 +10,11 @@ from torch.testing import assert_close
 from gan_mn.norm import MixtureNorm2d
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
+# Outputs and gradients are built from sums over the batch's 280 positions: float32
+# rounding of sums taken in another order (the Triton kernels' tiles) reaches 1.04e-5
+# absolute in outputs of magnitude up to 6, and 1.2e-5 relative in the weight's gradient
+OUT_TOL = {"atol": 2e-5, "rtol": 5e-5}
+SUM_TOL = {"atol": 1e-4, "rtol": 5e-5}
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
@@ -33,14 +38,14 @@ def test_single_component_is_batchnorm(memory_format: torch.memory_format,
         x_mn = x.clone().requires_grad_()
         x_bn = x.clone().requires_grad_()
         y_mn, y_bn = mn(x_mn), bn(x_bn)
-        assert_close(y_mn, y_bn, **TOL)
+        assert_close(y_mn, y_bn, **OUT_TOL)
         grad = torch.randn_like(y_bn)
         y_mn.backward(grad)
         y_bn.backward(grad)
-        assert_close(x_mn.grad, x_bn.grad, **TOL)
+        assert_close(x_mn.grad, x_bn.grad, **OUT_TOL)
         if affine:
-            assert_close(mn.weight.grad, bn.weight.grad, **TOL)
-            assert_close(mn.bias.grad, bn.bias.grad, **TOL)
+            assert_close(mn.weight.grad, bn.weight.grad, **SUM_TOL)
+            assert_close(mn.bias.grad, bn.bias.grad, **SUM_TOL)
             opt_mn.step()
             opt_bn.step()
             opt_mn.zero_grad()

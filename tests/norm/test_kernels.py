@@ -83,7 +83,9 @@ def _assert_same(results: list[torch.Tensor], expected: list[torch.Tensor]) -> N
 @pytest.mark.parametrize("memory_format", FORMATS)
 def test_inductor_matches_eager(memory_format: torch.memory_format) -> None:
     x, cases = _cases(memory_format)
-    for tau, start, affine in cases:  # given posteriors, EM (K=3), BN (K=1), affine=False
+    # given posteriors, EM (K=3); in one layout also BN (K=1) and affine=False (each case
+    # compiles its own kernels: seconds)
+    for tau, start, affine in cases if memory_format == FORMATS[0] else cases[:2]:
         fused = _run(INDUCTOR, x, tau, start, affine)
         assert fused[0].is_contiguous(memory_format=memory_format)
         _assert_same(fused, _run(EAGER, x, tau, start, affine))
