@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+import yaml
 
 from gan_mn.report.runs import metrics_rows, steps_done
 
@@ -64,10 +65,15 @@ def finished_step(run_dir: Path) -> int:
 
 
 def _logged_step(metrics: Path) -> int:
-    """Steps done by the last row of a metrics.csv (``gan_mn.report.runs.steps_done``)."""
+    """Steps done by the last row of a metrics.csv (``gan_mn.report.runs.steps_done``, with
+    the run's D steps per G step from its config.yaml)."""
     if not metrics.is_file():
         return -1
-    steps = [s for r in metrics_rows(metrics) if (s := steps_done(r)) is not None]
+    config = metrics.with_name("config.yaml")
+    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {} \
+        if config.is_file() else {}
+    d_steps = int(model.get("d_steps") or 1)
+    steps = [s for r in metrics_rows(metrics) if (s := steps_done(r, d_steps)) is not None]
     return max(steps, default=-1)
 
 

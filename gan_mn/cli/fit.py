@@ -269,7 +269,7 @@ class GANCLI(LightningCLI):
             raise RunError(f"checkpoint to resume from not found: {path}")
         step = int(torch.load(path, map_location="cpu", weights_only=False,
                               mmap=True).get("global_step", 0))
-        truncate_metrics(self.run_dir / "metrics.csv", step)
+        truncate_metrics(self.run_dir / "metrics.csv", step, self._run_config().model.d_steps)
 
 
 class _NoTips(logging.Filter):

@@ -190,16 +190,17 @@ class RunCSVLogger(CSVLogger):
         return self._experiment
 
 
-def truncate_metrics(metrics_file: Path, step: int) -> int:
+def truncate_metrics(metrics_file: Path, step: int, d_steps: int = 1) -> int:
     """Drop rows logged after ``step`` (the checkpoint a run resumes from), so that a
-    resumed run does not leave two values for the same step. Returns rows dropped."""
+    resumed run does not leave two values for the same step. Returns rows dropped.
+    (``d_steps``: the run's D steps per G step, for rows logged the old way.)"""
     if not metrics_file.is_file():
         return 0
     with open(metrics_file, newline="") as f:
         fields = next(csv.reader(f), [])
         lines = sum(1 for _ in f)
     rows = metrics_rows(metrics_file)  # (rows cut short are dropped too)
-    keep = [r for r in rows if (done := steps_done(r)) is None or done <= step]
+    keep = [r for r in rows if (done := steps_done(r, d_steps)) is None or done <= step]
     if len(keep) < lines:
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as f:

@@ -26,11 +26,19 @@ def compare_main(argv: list[str]) -> int:
                         "`benchmarks/norm_overhead.py --runs ... --json FILE`")
     p.add_argument("--cost-ratio", action="append", default=[], metavar="LABEL=RATIO",
                    help="a label's per-step cost relative to the reference (repeatable)")
+    p.add_argument("--max-step", type=int, default=None, metavar="STEP",
+                   help="compare the runs as if they had stopped at STEP (runs of unequal "
+                        "length, a study in progress)")
     a = p.parse_args(argv)
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out}: exists and is not a directory")
-    report = build_report([read_run(r) for r in a.runs], a.reference, a.fid_key, a.isc_key,
+    if a.max_step is not None and a.max_step < 1:
+        raise ReportError(f"--max-step must be a positive step, got {a.max_step}")
+    runs = [read_run(r) for r in a.runs]
+    if a.max_step is not None:
+        runs = [r.up_to(a.max_step) for r in runs]
+    report = build_report(runs, a.reference, a.fid_key, a.isc_key,
                           a.thresholds, _cost_ratios(a.cost, a.cost_ratio))
     parent = out if out.exists() else out.parent
     while not parent.exists():

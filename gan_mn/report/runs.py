@@ -36,6 +36,15 @@ class RunLog:
     columns: dict[str, dict[int, float]] = field(default_factory=dict)
     train_seconds: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
+    def up_to(self, step: int) -> RunLog:
+        """This run as if it had stopped at ``step``: its evaluations and times after it
+        left out (runs of unequal length compared over the steps they share)."""
+        columns = {k: {s: v for s, v in c.items() if s <= step} for k, c in self.columns.items()}
+        at, secs = self.train_seconds
+        keep = at <= step
+        return RunLog(self.path, self.label, self.seed, self.settings,
+                      {k: c for k, c in columns.items() if c}, (at[keep], secs[keep]))
+
     def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of a metric, sorted by step."""
         points = sorted(self.columns.get(key, {}).items())
@@ -99,14 +108,17 @@ def _config(run_dir: Path) -> tuple[str, int, dict[str, object]]:
     return str(label), seed, _settings(config)
 
 
-def steps_done(row: dict[str, str]) -> int | None:
+def steps_done(row: dict[str, str], d_steps: int = 1) -> int | None:
     """The generator steps done when a metrics.csv row was logged. gan-mn logs every row
     at that step; runs trained before 2026-12-01 logged training rows at Lightning's
-    0-based batch index (one less), and only those rows carry an ``epoch``."""
+    0-based batch index (with ``d_steps`` discriminator batches per generator step), and
+    only those rows carry an ``epoch``."""
     step = _float(row.get("step"))
     if step is None:
         return None
-    return int(step) + (1 if _float(row.get("epoch")) is not None else 0)
+    if _float(row.get("epoch")) is None:
+        return int(step)
+    return (int(step) + 1) // d_steps
 
 
 def metrics_rows(csv_path: Path) -> list[dict[str, str]]:
@@ -140,8 +152,9 @@ def read_run(run_dir: str | Path) -> RunLog:
     label, seed, settings = _config(run_dir)
     log = RunLog(run_dir, label, seed, settings)
     seconds: dict[int, float] = {}
+    d_steps = int(settings.get("model.d_steps") or 1)  # type: ignore[call-overload]
     for row in metrics_rows(csv_path):
-        step = steps_done(row)
+        step = steps_done(row, d_steps)
         if step is None:
             continue
         for key, text in row.items():

@@ -380,3 +380,42 @@ def test_one_seed_shows_no_spread(tmp_path: Path) -> None:
     assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "| mn-g | 1 | 200 | 28.00 |" in md and "| 200 | 30.00 | 28.00 |" in md
+
+
+def test_max_step_compares_runs_of_unequal_length_over_the_steps_they_share(
+        tmp_path: Path) -> None:
+    """(A study stopped early: bn reached 400, mn-g 300.) --max-step 300 reports what runs
+    that all stopped at 300 would: bn's best is not taken from a step mn-g never saw."""
+    bn = ((50, 40, 35, 31), (52, 42, 33, 29))
+    mn = ((40, 30, 25), (42, 28, 27))
+
+    def write(root: Path, last: int) -> list[Path]:
+        return ([write_run(root, "bn", seed, {s: v for s, v in zip(STEPS, f, strict=True)
+                                             if s <= last}) for seed, f in enumerate(bn)]
+                + [write_run(root, "mn-g", seed, dict(zip(STEPS, f, strict=False)), 1.5)
+                   for seed, f in enumerate(mn)])
+
+    partial, short = write(tmp_path / "partial", 400), write(tmp_path / "short", 300)
+    out, expected = tmp_path / "out", tmp_path / "expected"
+    assert main(["compare", *map(str, partial), "--out", str(out), "--max-step", "300"]) == 0
+    assert main(["compare", *map(str, short), "--out", str(expected)]) == 0
+    mine, theirs = (json.loads((d / "report.json").read_text()) for d in (out, expected))
+    assert json.dumps(mine).replace("/partial/", "/short/") == json.dumps(theirs)
+    assert mine["reference_fid"] == pytest.approx(34.0)  # bn's mean curve at 300
+
+
+def test_rows_logged_the_old_way_with_several_d_steps(tmp_path: Path) -> None:
+    """Before 2026-12-01 training rows carried Lightning's 0-based batch index (and an
+    epoch): with 2 D steps per G step, batch 399 ends generator step 200. Rows logged the
+    current way (no epoch) carry the generator steps done."""
+    from gan_mn.report.runs import steps_done
+
+    old = write_run(tmp_path, "bn", 0, {200: 30})
+    with open(old / "config.yaml", "a") as f:
+        f.write("  d_steps: 2\n")
+    (old / "metrics.csv").write_text(f"epoch,{FID},step,time/train_seconds\n"
+                                     "0,,399,80.0\n"
+                                     f",30,200,\n")
+    run = read_run(old)
+    assert run.train_seconds[0].tolist() == [200] and run.train_seconds[1].tolist() == [80.0]
+    assert steps_done({"epoch": "", "step": "200"}, d_steps=2) == 200
