@@ -127,3 +127,63 @@ def test_image_folder_decodes_what_users_have(tmp_path: Path, monkeypatch: pytes
     means = sorted(float(m) for m in images.float().mean((1, 2, 3)))
     assert means == pytest.approx([128, 200], abs=1.5)  # 32768/257, not clipped to 255
     assert "skipped 1 of 3 files" in caplog.text and "huge.png" in caplog.text
+
+
+def _host_batches(images: torch.Tensor, seed: int, epoch: int, skip: int = 0,
+                  batch_size: int = 8) -> list[torch.Tensor]:
+    """Batches as the loader made them before images were gathered by index: the same
+    sampler over a dataset of images, collated on the host."""
+    from torch.utils.data import DataLoader
+
+    from gan_mn.data import UInt8Images
+    from gan_mn.data.sampling import ResumableSampler
+
+    sampler = ResumableSampler(UInt8Images(images), seed=seed)
+    sampler.resume(epoch, skip)
+    return list(DataLoader(UInt8Images(images), batch_size=batch_size, sampler=sampler,
+                           drop_last=True))
+
+
+def test_batches_gathered_by_index_are_the_same_images_in_the_same_order() -> None:
+    """The loader yields indices; the images are gathered where they live (the training
+    device; here the CPU): two epochs and a resumed epoch match the host-collated
+    batches image for image."""
+    dm = GANDataModule("synthetic", batch_size=8, seed=3)
+    dm.setup("fit")
+    images = dm.load_images()
+    loader = dm.train_dataloader()
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        gathered = [dm.on_after_batch_transfer(b, 0) for b in loader]
+        expected = [dm.on_after_batch_transfer(b, 0) for b in _host_batches(images, 3, epoch)]
+        assert len(gathered) == len(expected) == len(images) // 8
+        for a, b in zip(gathered, expected, strict=True):
+            assert torch.equal(a, b)
+    loader.sampler.resume(1, 40)  # a resume 5 batches into epoch 1
+    resumed = [dm.on_after_batch_transfer(b, 0) for b in loader]
+    expected = [dm.on_after_batch_transfer(b, 0) for b in _host_batches(images, 3, 1, 40)]
+    assert len(resumed) == len(expected) == len(images) // 8 - 5
+    assert all(torch.equal(a, b) for a, b in zip(resumed, expected, strict=True))
+
+
+def test_images_too_large_for_the_gpu_stay_on_the_host_pinned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(A trainer on a CUDA device with little free memory, faked: no GPU needed.)"""
+    from types import SimpleNamespace
+
+    from gan_mn.data import UInt8Images
+    from gan_mn.data.datamodule import Indices
+
+    dm = GANDataModule("synthetic", batch_size=8)
+    dm.setup("fit")
+    fit_loop = SimpleNamespace(restarting=False)
+    trainer = SimpleNamespace(world_size=1, global_rank=0, fit_loop=fit_loop,
+                              strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    dm.trainer = trainer
+    free = {"bytes": 10 * dm.load_images().nbytes}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free["bytes"], 0))
+    loader = dm.train_dataloader()
+    assert isinstance(loader.dataset, Indices) and loader.pin_memory  # indices, pinned
+    free["bytes"] = dm.load_images().nbytes  # more than a quarter of what is free
+    loader = dm.train_dataloader()
+    assert isinstance(loader.dataset, UInt8Images) and loader.pin_memory
