@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +15,34 @@ from gan_mn.report.analysis import Report, mean_curve
 from gan_mn.report.lead import lead_sentence
 
 
-def plot(report: Report, key: str, x: str, path: Path) -> None:
-    """Mean over seeds with a +-1 sample-std band, one line per group, against step or
-    seconds."""
+@contextmanager
+def _figure(path: Path, legend_size: float | None = None) -> Iterator[Any]:
+    """The axes of one plot (headless matplotlib); on exit the grid, the legend, and the
+    PNG written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    try:
+        yield ax
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+
+
+def plot(report: Report, key: str, x: str, path: Path) -> None:
+    """Mean over seeds with a +-1 sample-std band, one line per group, against step or
+    seconds."""
+    with _figure(path) as ax:
+        _plot_curves(report, key, x, ax)
+
+
+def _plot_curves(report: Report, key: str, x: str, ax: Any) -> None:
     for label, members in sorted(report.runs.items()):
         c = mean_curve(members, key)
         xs = c["steps"] if x == "steps" else c["seconds"] / 60.0
@@ -32,23 +53,16 @@ def plot(report: Report, key: str, x: str, path: Path) -> None:
                    label=f"best {report.summary['reference']} (mean)")
     ax.set_xlabel("generator step" if x == "steps" else "training wall-clock (min)")
     ax.set_ylabel(key)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
 
 
 def plot_speedup(report: Report, path: Path) -> None:
     """Speed-up (steps) against the FID target, one line per group with its 95% band."""
-    import matplotlib
+    with _figure(path, legend_size=8) as ax:
+        _plot_speedup(report, ax)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
+def _plot_speedup(report: Report, ax: Any) -> None:
     s = report.summary
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.axhline(1.0, color="grey", ls="--", lw=1, label=f"1.0: as fast as {s['reference']}")
     for label, g in sorted(s["groups"].items()):
         if label == s["reference"]:
@@ -67,23 +81,17 @@ def plot_speedup(report: Report, path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.set_xlabel(f"FID target X ({s['fid_key']}; harder to the right)")
     ax.set_ylabel(f"speed-up in steps to FID <= X (vs {s['reference']})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
 
 
 def plot_lead(report: Report, path: Path) -> None:
     """FID gap (group minus reference, seed-mean curves) against step, with its 95%
     bootstrap band and 0 marked: below 0 the group is ahead."""
-    import matplotlib
+    with _figure(path, legend_size=8) as ax:
+        _plot_lead(report, ax)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _plot_lead(report: Report, ax: Any) -> None:
     s = report.summary
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.axhline(0.0, color="grey", ls="--", lw=1, label=f"0: level with {s['reference']}")
     for label, lead in sorted(s["lead"].items()):
         line, = ax.plot(lead["steps"], lead["gap"], marker="o", ms=3,
@@ -92,11 +100,6 @@ def plot_lead(report: Report, path: Path) -> None:
                         color=line.get_color(), alpha=0.15)
     ax.set_xlabel("generator step")
     ax.set_ylabel(f"FID gap to {s['reference']} (below 0: ahead)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
 
 
 def _lead(report: Report) -> list[str]:

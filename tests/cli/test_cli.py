@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, SMOKE
+from tests.cli.common import EAGER_MN, SMOKE, step_of
 from tests.fakes import TINY_EXTRACTOR, write_cifar10, write_image_folder
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -20,10 +20,6 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def step_of(ckpt: Path) -> int:
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import yaml
 
 from gan_mn.cli import main
 from gan_mn.cli.rundir import RunLock
-from tests.cli.common import EAGER_MN, ROOT, SMOKE
+from tests.cli.common import EAGER_MN, ROOT, SMOKE, error, step_of
 
 FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
         "--model.sample_every_n_steps", "0",
@@ -28,16 +28,6 @@ FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
 
 def fit(out: Path, *extra: str) -> int:
     return main(["fit", "-c", SMOKE, "--output_dir", str(out), *FAST, *extra])
-
-
-def step_of(ckpt: Path) -> int:
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
-
-
-def error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("gan-mn: error:"), err
-    return err[-1]
 
 
 @pytest.fixture(scope="module")

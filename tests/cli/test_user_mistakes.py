@@ -13,18 +13,12 @@ import pytest
 import torch
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, SMOKE
+from tests.cli.common import EAGER_MN, SMOKE, error
 from tests.fakes import write_image_folder
 
 FAST = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1",
         "--model.sample_every_n_steps", "0", *EAGER_MN, "--wandb.mode", "disabled",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-
-
-def error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("gan-mn: error:"), err
-    return err[-1]
 
 
 @pytest.fixture(scope="module")
