@@ -256,10 +256,16 @@ class GANCLI(LightningCLI):
                            "folder is fine), or start a new run")
 
     def after_fit(self) -> None:
-        """Close the wandb run, so the next run in this process starts its own."""
+        """Close the wandb run, so the next run in this process starts its own, and wait
+        for wandb's service to write it out: ``finish`` alone returns while wandb-core may
+        still be writing the offline record, which a caller reading it next (or a second
+        run writing at the same time) would find holding only its header."""
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger.experiment.finish()
+                import wandb
+
+                wandb.teardown()
 
     def before_fit(self) -> None:
         path = _resume_path(self._run_config())
