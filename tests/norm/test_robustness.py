@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from gan_mn.norm import MixtureNorm2d
+from gan_mn.norm.gmm import Mixture, SampleView, e_step
 
 
 def _two_points(n: int) -> torch.Tensor:
@@ -106,3 +107,19 @@ def test_large_offsets_keep_precision() -> None:
     reference = nn.functional.batch_norm(x.double(), None, None, training=True, eps=1e-5)
     y = MixtureNorm2d(4, num_components=1)(x)
     torch.testing.assert_close(y.double(), reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("decomposed", [False, True])
+def test_far_components_get_zero_posteriors_not_subnormal_ones(decomposed: bool) -> None:
+    """Posteriors too small for float32 are exactly 0. A plain softmax leaves those whose
+    log-odds lie between about -104 and -87 as subnormal floats, which make every later
+    product on an x86 CPU many times slower (microcode assists)."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 2, 8, 8) * 8  # samples spread across and far beyond 3 components
+    view = SampleView.of(x, decomposed)
+    centres = torch.tensor([[-12.0, 0.0], [0.0, 0.0], [12.0, 0.0]])
+    mix = Mixture(torch.full((3,), 1 / 3), centres, torch.ones(3, 2))
+    tau = e_step(view, view.data, view.data.square(), mix, 1e-5)
+    assert not ((tau > 0) & (tau < torch.finfo(tau.dtype).tiny)).any()
+    assert (tau == 0).any() and (tau == 1).any()
+    torch.testing.assert_close(tau.sum(view.kdim), torch.ones_like(tau.sum(view.kdim)))
