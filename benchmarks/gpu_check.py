@@ -161,14 +161,19 @@ def timings(device: str, record: Any, rounds: int, reps: int) -> None:
         record("timings", f"DCGAN step (MN in G), batch {batch}: {name} (ms)", seconds * 1e3,
                None, None, f"{seconds / t['BN']:.2f}x BN")
     best = "MN triton" if device == "cuda" else "MN eager"
+
+    def verdict(met: bool) -> str:
+        """The targets are GPU targets: a CPU smoke's tiny shapes and one round say nothing."""
+        return ("met" if met else "NOT met") if device == "cuda" else "no verdict on the CPU"
+
     ratio = t[best] / t["BN"]
     record("targets", f"whole step {best}/BN", ratio, "<= 1.3 (goal 1.15)", None,
-           "met" if ratio <= 1.3 else "NOT met")
+           verdict(ratio <= 1.3))
     if device == "cuda":
         graphed = t["MN triton graphed"] * 1e3
         record("targets", "graphed MN step (ms) vs this run's eager BN step", graphed,
                f"< {t['BN'] * 1e3:.2f} (goal 2)", None,
-               "met" if graphed < t["BN"] * 1e3 else "NOT met")
+               verdict(graphed < t["BN"] * 1e3))
     for name, shape in shapes:
         fns = {"BN": make_layer_step("bn", {}, shape, dev, fmt),
                best: make_layer_step("mn", {"num_components": 3,
@@ -176,7 +181,7 @@ def timings(device: str, record: Any, rounds: int, reps: int) -> None:
         lt = race(fns, rounds, reps * 5, warmup, dev)
         ratio = lt[best] / lt["BN"]
         record("targets", f"layer {name} fwd+bwd {best}/BN", ratio, "<= 2", None,
-               f"{lt['BN'] * 1e3:.3f} ms BN, {'met' if ratio <= 2 else 'NOT met'}")
+               f"{lt['BN'] * 1e3:.3f} ms BN, {verdict(ratio <= 2)}")
 
 
 def launch_cost(record: Any) -> None:

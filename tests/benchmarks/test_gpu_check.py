@@ -35,3 +35,5 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     assert launches["ok"] and launches["value"] <= 7
     assert [r["value"] for r in rows if r["section"] in ("syncs", "graph")] == \
         ["needs CUDA", "needs CUDA"]
+    targets = [r for r in rows if r["section"] == "targets"]
+    assert targets and all(r["note"].endswith("no verdict on the CPU") for r in targets)
