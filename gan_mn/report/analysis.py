@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,22 @@ def _ratio(reference: float | None, value: float | None) -> float | None:
     return reference / value
 
 
+def _check_same_end(runs: list[RunLog], fid: str) -> None:
+    """Runs whose last FID evaluations differ (a study in progress) would be compared over
+    different steps: a best FID from steps another run never reached. Refused, naming
+    the ``--max-step`` that compares them over the steps they share."""
+    ends: dict[int, list[str]] = {}
+    for run in runs:
+        steps = run.curve(fid)[0]
+        if steps.size:
+            ends.setdefault(int(steps.max()), []).append(Path(run.path).name)
+    if len(ends) > 1:
+        detail = "; ".join(f"at {step}: {', '.join(sorted(names))}"
+                           for step, names in sorted(ends.items()))
+        raise ReportError(f"the runs' last FID evaluations are at different steps ({detail}): "
+                          f"compare them over the steps they share with --max-step {min(ends)}")
+
+
 def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str | None = None,
                  isc_key: str | None = None, num_thresholds: int = 8,
                  cost_ratios: dict[str, float] | None = None) -> Report:
@@ -123,6 +140,7 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
                           f"({', '.join(sorted(groups))})")
     fid = _pick(runs, "fid", fid_key, required=True)
     assert fid is not None
+    _check_same_end(runs, fid)
     isc = _pick(runs, "isc", isc_key, required=False)
     unknown = sorted(set(cost_ratios or {}) - set(groups))
     if unknown:

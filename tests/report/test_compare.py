@@ -383,9 +383,10 @@ def test_one_seed_shows_no_spread(tmp_path: Path) -> None:
 
 
 def test_max_step_compares_runs_of_unequal_length_over_the_steps_they_share(
-        tmp_path: Path) -> None:
-    """(A study stopped early: bn reached 400, mn-g 300.) --max-step 300 reports what runs
-    that all stopped at 300 would: bn's best is not taken from a step mn-g never saw."""
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """(A study stopped early: bn reached 400, mn-g 300.) Without --max-step they are
+    refused, naming it; --max-step 300 reports what runs that all stopped at 300 would:
+    bn's best is not taken from a step mn-g never saw."""
     bn = ((50, 40, 35, 31), (52, 42, 33, 29))
     mn = ((40, 30, 25), (42, 28, 27))
 
@@ -397,6 +398,10 @@ def test_max_step_compares_runs_of_unequal_length_over_the_steps_they_share(
 
     partial, short = write(tmp_path / "partial", 400), write(tmp_path / "short", 300)
     out, expected = tmp_path / "out", tmp_path / "expected"
+    assert main(["compare", *map(str, partial), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "at 300: mn-g-seed0, mn-g-seed1; at 400: bn-seed0, bn-seed1" in err, err
+    assert err.endswith("--max-step 300") and not out.exists()
     assert main(["compare", *map(str, partial), "--out", str(out), "--max-step", "300"]) == 0
     assert main(["compare", *map(str, short), "--out", str(expected)]) == 0
     mine, theirs = (json.loads((d / "report.json").read_text()) for d in (out, expected))
