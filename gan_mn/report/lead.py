@@ -7,8 +7,9 @@ Definitions (also written into report.md):
   replacement, as for the speed-up intervals (the same draws, from each group's own
   stream); the 2.5th and 97.5th percentiles of the resampled gaps.
 - a step is ``ahead`` when the whole interval is below 0 (lower FID is better),
-  ``behind`` when it is above 0, ``level`` otherwise; ``windows`` are the runs of
-  consecutive evaluated steps in one class.
+  ``behind`` when it is above 0, ``level`` otherwise, and ``no interval`` at every step
+  when either group has one seed; ``windows`` are the runs of consecutive evaluated
+  steps in one class.
 - ``last_ahead``: the last step at which the group is ahead; ``never_ahead_after``: the
   first evaluated step after it (from there on it is never ahead again), null if it is
   still ahead at the last step or never was.
@@ -29,6 +30,7 @@ from gan_mn.report.runs import RunLog
 from gan_mn.report.speedup import auc, bootstrap_draws, interval, seed_curves
 
 CLASSES = ("ahead", "level", "behind")
+NO_INTERVAL = "no interval"  # the class of every step when a group has one seed
 
 
 def _classify(low: np.ndarray, high: np.ndarray) -> list[str]:
@@ -76,7 +78,9 @@ def lead_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
         gap = mine.mean(0) - theirs.mean(0)
         boot = mine[draws[label]].mean(1) - theirs[draws[reference]].mean(1)
         low, high = interval(boot)
-        classes = _classify(low, high)
+        # one seed on either side: the interval is a point, so its sign would pass for a verdict
+        single = min(mine.shape[0], theirs.shape[0]) < 2
+        classes = [NO_INTERVAL] * len(common) if single else _classify(low, high)
         ahead = [i for i, c in enumerate(classes) if c == "ahead"]
         last = ahead[-1] if ahead else None
         out[label] = {
@@ -99,15 +103,17 @@ def lead_sentence(label: str, reference: str, lead: dict[str, Any]) -> str:
     def step(value: float) -> str:
         return f"{value:,.0f}"
 
-    parts = []
-    for w in lead["windows"]:
+    unclassed = bool(lead["classes"]) and lead["classes"][0] == NO_INTERVAL
+    parts = ["a group with one seed has no interval, so no step is classed ahead, level or "
+             "behind"] if unclassed else []
+    for w in [] if unclassed else lead["windows"]:
         span = f"at step {step(w['from'])}" if w["from"] == w["to"] else \
             f"from step {step(w['from'])} to {step(w['to'])}"
         parts.append(f"{w['class']} {span}")
-    if len(parts) > 1 and lead["windows"][-1]["to"] == lead["steps"][-1]:
+    if not unclassed and len(parts) > 1 and lead["windows"][-1]["to"] == lead["steps"][-1]:
         last = lead["windows"][-1]["class"]
         parts[-1] = f"then {last} to the end ({step(lead['windows'][-1]['to'])})"
-    verdict = "; never ahead" if lead["last_ahead"] is None else ""
+    verdict = "; never ahead" if lead["last_ahead"] is None and not unclassed else ""
 
     def ci(q: dict[str, Any]) -> str:
         return f"{q['value']:.2f} [{q['ci_low']:.2f}, {q['ci_high']:.2f}]"

@@ -380,6 +380,14 @@ def test_one_seed_shows_no_spread(tmp_path: Path) -> None:
     assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "| mn-g | 1 | 200 | 28.00 |" in md and "| 200 | 30.00 | 28.00 |" in md
+    # a point interval's sign is no verdict: no step is ahead (the gap is -5 and -2)
+    lead = json.loads((out / "report.json").read_text())["lead"]["mn-g"]
+    assert lead["classes"] == ["no interval"] * 2 and lead["last_ahead"] is None
+    assert ("`mn-g` against `bn`: a group with one seed has no interval, so no step is "
+            "classed ahead, level or behind; late FID") in md
+    assert "ahead from" not in md and "ahead at" not in md and "; never ahead" not in md
+    assert "No interval: a group has one seed, so no step is classed." in md
+    assert "| mn-g | no interval 100-200 | n/a | n/a |" in md
 
 
 def test_max_step_compares_runs_of_unequal_length_over_the_steps_they_share(
