@@ -260,12 +260,15 @@ class GANCLI(LightningCLI):
         for wandb's service to write it out: ``finish`` alone returns while wandb-core may
         still be writing the offline record, which a caller reading it next (or a second
         run writing at the same time) would find holding only its header."""
+        finished = False
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger.experiment.finish()
-                import wandb
+                finished = True
+        if finished:
+            import wandb
 
-                wandb.teardown()
+            wandb.teardown()
 
     def before_fit(self) -> None:
         path = _resume_path(self._run_config())

@@ -33,6 +33,11 @@ CLASSES = ("ahead", "level", "behind")
 NO_INTERVAL = "no interval"  # the class of every step when a group has one seed
 
 
+def unclassed(lead: dict[str, Any]) -> bool:
+    """A lead whose steps carry no class (a group with one seed)."""
+    return NO_INTERVAL in lead["classes"]
+
+
 def _classify(low: np.ndarray, high: np.ndarray) -> list[str]:
     return ["ahead" if h < 0 else "behind" if lo > 0 else "level"
             for lo, h in zip(low, high, strict=True)]
@@ -103,17 +108,20 @@ def lead_sentence(label: str, reference: str, lead: dict[str, Any]) -> str:
     def step(value: float) -> str:
         return f"{value:,.0f}"
 
-    unclassed = bool(lead["classes"]) and lead["classes"][0] == NO_INTERVAL
-    parts = ["a group with one seed has no interval, so no step is classed ahead, level or "
-             "behind"] if unclassed else []
-    for w in [] if unclassed else lead["windows"]:
-        span = f"at step {step(w['from'])}" if w["from"] == w["to"] else \
-            f"from step {step(w['from'])} to {step(w['to'])}"
-        parts.append(f"{w['class']} {span}")
-    if not unclassed and len(parts) > 1 and lead["windows"][-1]["to"] == lead["steps"][-1]:
-        last = lead["windows"][-1]["class"]
-        parts[-1] = f"then {last} to the end ({step(lead['windows'][-1]['to'])})"
-    verdict = "; never ahead" if lead["last_ahead"] is None and not unclassed else ""
+    if unclassed(lead):
+        parts = ["a group with one seed has no interval, so no step is classed ahead, level "
+                 "or behind"]
+        verdict = ""
+    else:
+        parts = []
+        for w in lead["windows"]:
+            span = f"at step {step(w['from'])}" if w["from"] == w["to"] else \
+                f"from step {step(w['from'])} to {step(w['to'])}"
+            parts.append(f"{w['class']} {span}")
+        if len(parts) > 1 and lead["windows"][-1]["to"] == lead["steps"][-1]:
+            last = lead["windows"][-1]["class"]
+            parts[-1] = f"then {last} to the end ({step(lead['windows'][-1]['to'])})"
+        verdict = "; never ahead" if lead["last_ahead"] is None else ""
 
     def ci(q: dict[str, Any]) -> str:
         return f"{q['value']:.2f} [{q['ci_low']:.2f}, {q['ci_high']:.2f}]"

@@ -12,7 +12,7 @@ import numpy as np
 
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
-from gan_mn.report.lead import NO_INTERVAL, lead_sentence
+from gan_mn.report.lead import lead_sentence, unclassed
 
 
 @contextmanager
@@ -113,7 +113,7 @@ def _lead(report: Report) -> list[str]:
              "evaluated, with a 95% bootstrap interval over seeds; ahead: the whole interval "
              "below 0, behind: above 0, level: neither." + (
                  " No interval: a group has one seed, so no step is classed." if any(
-                     NO_INTERVAL in lead["classes"] for lead in s["lead"].values()) else ""),
+                     unclassed(lead) for lead in s["lead"].values()) else ""),
              "",
              "| group | windows | last step ahead | never ahead after | late FID [95%] | "
              f"`{ref}` late | best FID [95%] | `{ref}` best |",
@@ -125,7 +125,7 @@ def _lead(report: Report) -> list[str]:
                  f"{q['value']:.2f} [{q['ci_low']:.2f}, {q['ci_high']:.2f}]" for q in
                  (lead["late"], lead["reference_late"], lead["best"], lead["reference_best"])]
         after = lead["never_ahead_after"]
-        last = "n/a" if NO_INTERVAL in lead["classes"] else _num(lead["last_ahead"], 0)
+        last = "n/a" if unclassed(lead) else _num(lead["last_ahead"], 0)
         lines.append(f"| {label} | {windows} | {last} | "
                      f"{'n/a' if after is None else f'{after:.0f}'} | " + " | ".join(cells) + " |")
     lines.append("")
