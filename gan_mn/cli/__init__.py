@@ -38,18 +38,6 @@ def _is_user_error(err: BaseException) -> bool:
     return not isinstance(err, OSError) or err.errno in USER_ERRNOS
 
 
-def _stopped_by_signal() -> type[BaseException]:
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    return SIGTERMException
-
-
-def _diverged() -> type[BaseException]:
-    from gan_mn.training.faults import NonFiniteError
-
-    return NonFiniteError
-
-
 def _one_line(err: BaseException) -> str:
     """jsonargparse's messages span lines (key, then reason): join them."""
     return " ".join(str(err).split())
@@ -92,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gan-mn: error: unknown command {command!r}; the commands are "
                   f"{', '.join(COMMANDS)} (`gan-mn --help`)", file=sys.stderr)
             return 2
-        from gan_mn.cli.fit import GANCLI
-
-        GANCLI(args=None if from_sys else argv)
-        return 0
+        return _fit(None if from_sys else argv)
     except _user_errors() as err:
         if os.environ.get("GAN_MN_DEBUG") or not _is_user_error(err):
             raise
@@ -105,18 +90,32 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (see `gan-mn {command} --help`)" if usage else ""
         print(f"gan-mn: error: {_one_line(err)}{hint}", file=sys.stderr)
         return 2
-    except _stopped_by_signal():  # SIGTERM or Ctrl-C: PreemptionCheckpoint saved last.ckpt
+    except KeyboardInterrupt:
+        print("gan-mn: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fit(args: list[str] | None) -> int:
+    """Training's own endings, caught here only: an exception clause's class is looked up
+    whenever an exception passes, so naming Lightning's in `main` made `compare --help`
+    (argparse's SystemExit) import Lightning, about 7 s."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from gan_mn.cli.fit import GANCLI
+    from gan_mn.training.faults import NonFiniteError
+
+    try:
+        GANCLI(args=args)
+        return 0
+    except SIGTERMException:  # SIGTERM or Ctrl-C: PreemptionCheckpoint saved last.ckpt
         print("gan-mn: stopped by a signal; continue with the same command plus "
               "--ckpt_path last", file=sys.stderr)
         return 143
-    except _diverged() as err:
+    except NonFiniteError as err:
         if os.environ.get("GAN_MN_DEBUG"):
             raise
         print(f"gan-mn: error: {_one_line(err)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("gan-mn: interrupted", file=sys.stderr)
-        return 130
 
 
 def entry_point() -> None:

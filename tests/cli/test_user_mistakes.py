@@ -7,6 +7,8 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,20 @@ def test_ctrl_c_outside_training_exits_130(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(report_cli, "compare_main", interrupted)
     assert main(["compare", "x", "--out", "y"]) == 130
     assert capsys.readouterr().err.strip() == "gan-mn: interrupted"
+
+
+def test_compare_answers_help_and_mistakes_without_loading_lightning(tmp_path: Path) -> None:
+    """`compare` reads CSV files: its help and its errors come in a second. (An exception
+    clause in `main` naming Lightning's SIGTERMException imported Lightning, about 7 s,
+    whenever argparse's SystemExit passed through it.)"""
+    code = ("import sys\nfrom gan_mn.cli import main\n"
+            "try:\n    main(['compare', '--help'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0\n"
+            "assert main(['compare', 'missing', '--out', 'x']) == 2\n"
+            "print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: gan-mn compare" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert proc.stderr.strip() == "gan-mn: error: missing: not a directory"
