@@ -1,11 +1,14 @@
 """``atomic_write``: the one way gan-mn writes a file that must never be seen half-written;
-``writable``: whether a path could be written, asked before any slow work."""
+``writable``, ``image_format`` and ``checkpoint_file``: whether a path could be written
+or read, asked before any slow work (this module imports neither torch nor Lightning)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from gan_mn.errors import UserError
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], object],
@@ -48,3 +51,32 @@ def writable(path: str | Path) -> Path | None:
         existing = path.parent  # (a file to replace: its folder decides)
     ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
     return None if ok else existing
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used, with a message meant for the user as is."""
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` if it is a file; ``CheckpointError`` (one line) for a directory or nothing.
+    (Commands call it first: the cheapest mistake is reported before any slow check.)"""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        hint = " (e.g. its last.ckpt)" if (path / "last.ckpt").is_file() else ""
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file{hint}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+# The image formats a file name may ask for, by suffix.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_format(path: str | Path) -> str:
+    """PIL's format name for ``path``'s suffix; ValueError (one line) for any other."""
+    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: the file name must end in one of "
+                         f"{', '.join(IMAGE_FORMATS)} (the format written)")
+    return fmt

@@ -12,8 +12,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from gan_mn.errors import UserError
-from gan_mn.files import atomic_write
+from gan_mn.files import atomic_write, image_format
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -28,19 +27,6 @@ def grid_image(images: Tensor) -> Tensor:
     if images.dtype != torch.uint8:
         images = to_uint8(images)
     return make_grid(images.cpu(), nrow=nrow, padding=2)
-
-
-# The image formats a file name may ask for, by suffix.
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-
-
-def image_format(path: str | Path) -> str:
-    """PIL's format name for ``path``'s suffix; ValueError (one line) for any other."""
-    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise UserError(f"{path}: the file name must end in one of "
-                         f"{', '.join(IMAGE_FORMATS)} (the format written)")
-    return fmt
 
 
 def save_png(image: Tensor, path: str | Path) -> Path:

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from gan_mn.errors import UserError
-from gan_mn.models import NORM_MODES
 
 METRICS = ("isc", "fid", "kid", "prc")
 DEFAULT_EXTRACTOR = "inception-v3-compat"
@@ -90,6 +89,8 @@ class MetricSettings:
             raise MetricsError(f"metrics need at least 2 samples, got {self.num_samples}")
         if self.batch_size < 1:
             raise MetricsError(f"batch_size must be positive, got {self.batch_size}")
+        from gan_mn.models.sampling import NORM_MODES  # (torch: not at a parser's import)
+
         if self.norm_mode not in NORM_MODES:
             raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {self.norm_mode!r}")
         try:

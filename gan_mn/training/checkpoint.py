@@ -9,12 +9,8 @@ from typing import Any
 
 import torch
 
-from gan_mn.errors import UserError
+from gan_mn.files import CheckpointError, checkpoint_file
 from gan_mn.training.module import GAN
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be used, with a message meant for the user as is."""
 
 
 @dataclass
@@ -24,18 +20,6 @@ class LoadedRun:
     step: int
     ema: bool  # the state_dict holds Lightning WeightAveraging's averaged weights
     data_hparams: dict[str, Any] | None
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """``path`` if it is a file; ``CheckpointError`` (one line) for a directory or nothing.
-    (Commands call it first: the cheapest mistake is reported before any slow check.)"""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        hint = " (e.g. its last.ckpt)" if (path / "last.ckpt").is_file() else ""
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file{hint}")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    return path
 
 
 def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:

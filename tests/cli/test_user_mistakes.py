@@ -251,18 +251,28 @@ def test_ctrl_c_outside_training_exits_130(monkeypatch: pytest.MonkeyPatch,
     assert capsys.readouterr().err.strip() == "gan-mn: interrupted"
 
 
-def test_compare_answers_help_and_mistakes_without_loading_lightning(tmp_path: Path) -> None:
-    """`compare` reads CSV files: its help and its errors come in a second. (An exception
-    clause in `main` naming Lightning's SIGTERMException imported Lightning, about 7 s,
-    whenever argparse's SystemExit passed through it.)"""
+@pytest.mark.parametrize(("command", "mistake", "error"), [
+    ("compare", ["missing", "--out", "x"], "missing: not a directory"),
+    ("evaluate", ["missing.ckpt"], "checkpoint missing.ckpt does not exist"),
+    ("sample", ["missing.ckpt", "--out-dir", "x"], "checkpoint missing.ckpt does not exist"),
+    ("sample", ["missing.ckpt", "--out", "x.bmp"],
+     "x.bmp: the file name must end in one of .png, .jpg, .jpeg, .webp (the format written)"),
+])
+def test_help_and_mistakes_answer_without_loading_torch(
+        tmp_path: Path, command: str, mistake: list[str], error: str) -> None:
+    """Help and argument mistakes come in a second: neither torch nor Lightning (about
+    10 s here) is imported before the arguments are checked. (`compare`'s help imported
+    Lightning through an exception clause in `main`; `evaluate` and `sample` imported it
+    at module level, so a mistyped checkpoint path took 10 s to report.)"""
     code = ("import sys\nfrom gan_mn.cli import main\n"
-            "try:\n    main(['compare', '--help'])\nexcept SystemExit as e:\n"
+            f"try:\n    main({[command, '--help']!r})\nexcept SystemExit as e:\n"
             "    assert e.code == 0\n"
-            "assert main(['compare', 'missing', '--out', 'x']) == 2\n"
+            f"assert main({[command, *mistake]!r}) == 2\n"
             "print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "usage: gan-mn compare" in proc.stdout
+    assert f"usage: gan-mn {command}" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "[]"
-    assert proc.stderr.strip() == "gan-mn: error: missing: not a directory"
+    assert proc.stderr.strip() == f"gan-mn: error: {error}"
+    assert not (tmp_path / "x").exists()
