@@ -1,23 +1,24 @@
 """Where a group's lead over the reference ends: the FID gap per evaluated step with
-bootstrap intervals over seeds, windows of steps ahead / level / behind, and late quality.
+intervals over seeds, windows of steps ahead / level / behind, and late quality.
 
-Definitions (also written into report.md):
+Definitions (also written into report.md; the methods are :mod:`gan_mn.report.stats`'s):
 - ``gap`` at a step: the group's seed-mean FID minus the reference's, at the steps both
-  evaluated (every seed of each). Its interval: the seeds of each group resampled with
-  replacement, as for the speed-up intervals (the same draws, from each group's own
-  stream); the 2.5th and 97.5th percentiles of the resampled gaps.
-- a step is ``ahead`` when the whole interval is below 0 (lower FID is better),
-  ``behind`` when it is above 0, ``level`` otherwise, and ``no interval`` at every step
-  when either group has one seed; ``windows`` are the runs of consecutive evaluated
-  steps in one class.
+  evaluated (every seed of each), with Welch's p value at each step.
+- a step is ``ahead`` (lower FID is better) or ``behind`` when Welch's test flags it with
+  the Benjamini-Hochberg false discovery rate of 5% over the comparison's steps, and
+  ``level`` otherwise; ``no interval`` at every step when either group has one seed.
+  The gap's interval is Welch's at ``confidence`` = 1 - 0.05 R / m (R of m steps
+  flagged), the false-coverage-rate level at which it excludes 0 exactly at the flagged
+  steps. ``windows`` are the runs of consecutive evaluated steps in one class.
 - ``last_ahead``: the last step at which the group is ahead; ``never_ahead_after``: the
   first evaluated step after it (from there on it is never ahead again), null if it is
   still ahead at the last step or never was.
 - ``late``: the mean FID over the last third of the steps every group evaluated (as the
   area under the curve, see :mod:`gan_mn.report.speedup`), and ``best``: the mean of the
   seeds' best FIDs over the steps every group evaluated (a group trained longer is not
-  credited with its extra steps); each with its bootstrap interval, for the group and
-  the reference.
+  credited with its extra steps); each with its t interval, for the group and the
+  reference, and ``late_gap`` / ``best_gap``: the difference from the reference with
+  Welch's interval and p value.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from gan_mn.report.runs import RunLog
-from gan_mn.report.speedup import auc, bootstrap_draws, interval, seed_curves
+from gan_mn.report.speedup import auc, seed_curves
+from gan_mn.report.stats import gap_intervals, mean_interval, step_classes, welch
 
 CLASSES = ("ahead", "level", "behind")
 NO_INTERVAL = "no interval"  # the class of every step when a group has one seed
@@ -36,11 +38,6 @@ NO_INTERVAL = "no interval"  # the class of every step when a group has one seed
 def unclassed(lead: dict[str, Any]) -> bool:
     """A lead whose steps carry no class (a group with one seed)."""
     return NO_INTERVAL in lead["classes"]
-
-
-def _classify(low: np.ndarray, high: np.ndarray) -> list[str]:
-    return ["ahead" if h < 0 else "behind" if lo > 0 else "level"
-            for lo, h in zip(low, high, strict=True)]
 
 
 def _windows(steps: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
@@ -53,26 +50,17 @@ def _windows(steps: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _best(fids: np.ndarray, draws: np.ndarray) -> dict[str, Any]:
-    per_seed = fids.min(1)
-    low, high = interval(per_seed[draws].mean(1)[:, None])
-    return {"value": float(per_seed.mean()), "ci_low": float(low[0]),
-            "ci_high": float(high[0]), "per_seed": [float(v) for v in per_seed]}
-
-
-def lead_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
-                  resamples: int = 2000) -> dict[str, dict[str, Any]]:
+def lead_analysis(groups: dict[str, list[RunLog]], reference: str,
+                  key: str) -> dict[str, dict[str, Any]]:
     """Per group other than ``reference``: its gap curve, windows, where its lead ends,
     and its late and best FID beside the reference's (see the module's definitions)."""
     curves = {label: seed_curves(members, key) for label, members in groups.items()}
-    draws = {label: bootstrap_draws(label, values.shape[0], resamples)
-             for label, (_, values) in curves.items()}
     lo = max(steps[0] for steps, _ in curves.values())
     hi = min(steps[-1] for steps, _ in curves.values())
     late_from = hi - (hi - lo) / 3
     ref_steps, ref_fids = curves[reference]
-    quality = {label: {"late": auc(steps, values, late_from, hi, draws[label]),
-                       "best": _best(values[:, (steps >= lo) & (steps <= hi)], draws[label])}
+    quality = {label: {"late": auc(steps, values, late_from, hi),
+                       "best": mean_interval(values[:, (steps >= lo) & (steps <= hi)].min(1))}
                for label, (steps, values) in curves.items()}
     out: dict[str, dict[str, Any]] = {}
     for label, (steps, fids) in curves.items():
@@ -81,25 +69,34 @@ def lead_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
         common = np.intersect1d(steps, ref_steps)
         mine, theirs = fids[:, np.isin(steps, common)], ref_fids[:, np.isin(ref_steps, common)]
         gap = mine.mean(0) - theirs.mean(0)
-        boot = mine[draws[label]].mean(1) - theirs[draws[reference]].mean(1)
-        low, high = interval(boot)
-        # one seed on either side: the interval is a point, so its sign would pass for a verdict
-        single = min(mine.shape[0], theirs.shape[0]) < 2
-        classes = [NO_INTERVAL] * len(common) if single else _classify(low, high)
+        entry: dict[str, Any] = {"steps": common.tolist(), "gap": gap.tolist()}
+        if min(mine.shape[0], theirs.shape[0]) < 2:  # no spread on one side: no test
+            none = [None] * len(common)
+            classes = [NO_INTERVAL] * len(common)
+            entry.update(ci_low=none, ci_high=none, p=none, confidence=None)
+        else:
+            p, codes, flagged = step_classes(mine, theirs)
+            low, high, level = gap_intervals(mine, theirs, int(flagged))
+            classes = [CLASSES[c + 1] for c in codes.tolist()]
+            entry.update(ci_low=low.tolist(), ci_high=high.tolist(), p=p.tolist(),
+                         confidence=level)
         ahead = [i for i, c in enumerate(classes) if c == "ahead"]
         last = ahead[-1] if ahead else None
-        out[label] = {
-            "steps": common.tolist(),
-            "gap": gap.tolist(), "ci_low": low.tolist(), "ci_high": high.tolist(),
+        mq, rq = quality[label], quality[reference]
+        entry.update({
             "classes": classes,
             "windows": _windows(common, classes),
             "last_ahead": None if last is None else float(common[last]),
             "never_ahead_after": (None if last is None or last == len(common) - 1
                                   else float(common[last + 1])),
             "late_steps": [float(late_from), float(hi)], "best_steps": [float(lo), float(hi)],
-            "late": quality[label]["late"], "reference_late": quality[reference]["late"],
-            "best": quality[label]["best"], "reference_best": quality[reference]["best"],
-        }
+            "late": mq["late"], "reference_late": rq["late"],
+            "late_gap": (welch(mq["late"]["per_seed"], rq["late"]["per_seed"])
+                         if mq["late"]["value"] is not None else None),
+            "best": mq["best"], "reference_best": rq["best"],
+            "best_gap": welch(mq["best"]["per_seed"], rq["best"]["per_seed"]),
+        })
+        out[label] = entry
     return out
 
 
@@ -123,15 +120,24 @@ def lead_sentence(label: str, reference: str, lead: dict[str, Any]) -> str:
             parts[-1] = f"then {last} to the end ({step(lead['windows'][-1]['to'])})"
         verdict = "; never ahead" if lead["last_ahead"] is None else ""
 
-    def ci(q: dict[str, Any]) -> str:
-        return f"{q['value']:.2f} [{q['ci_low']:.2f}, {q['ci_high']:.2f}]"
-
     late, best = lead["late"], lead["best"]
     late_ok = late["value"] is not None and lead["reference_late"]["value"] is not None
     late_text = (f"late FID (steps {step(lead['late_steps'][0])}-{step(lead['late_steps'][1])})"
-                 f" {ci(late)} against {ci(lead['reference_late'])}" if late_ok else
-                 "no late window")
+                 f" {ci(late)} against {ci(lead['reference_late'])}{_p(lead['late_gap'])}"
+                 if late_ok else "no late window")
     best_span = f"steps {step(lead['best_steps'][0])}-{step(lead['best_steps'][1])}"
     return (f"`{label}` against `{reference}`: " + ", ".join(parts) + verdict
             + f"; {late_text}; best FID ({best_span}) {ci(best)} against "
-            f"{ci(lead['reference_best'])}.")
+            f"{ci(lead['reference_best'])}{_p(lead['best_gap'])}.")
+
+
+def ci(q: dict[str, Any]) -> str:
+    """``value [low, high]``, or the value alone where there is no interval (one seed)."""
+    if q["ci_low"] is None or q["ci_high"] is None:
+        return f"{q['value']:.2f}"
+    return f"{q['value']:.2f} [{q['ci_low']:.2f}, {q['ci_high']:.2f}]"
+
+
+def _p(gap: dict[str, Any] | None) -> str:
+    """`` (Welch p 0.012)`` after a comparison, nothing where there is no test."""
+    return "" if gap is None or gap["p"] is None else f" (Welch p {gap['p']:.3f})"

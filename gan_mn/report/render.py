@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,8 @@ import numpy as np
 
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
-from gan_mn.report.lead import lead_sentence, unclassed
+from gan_mn.report.lead import ci, lead_sentence, unclassed
+from gan_mn.report.stats import METHODS
 
 
 @contextmanager
@@ -84,8 +86,9 @@ def _plot_speedup(report: Report, ax: Any) -> None:
 
 
 def plot_lead(report: Report, path: Path) -> None:
-    """FID gap (group minus reference, seed-mean curves) against step, with its 95%
-    bootstrap band and 0 marked: below 0 the group is ahead."""
+    """FID gap (group minus reference, seed-mean curves) against step, with its Welch band
+    at the comparison's false-coverage-rate level, and 0 marked: below 0 the group is
+    ahead."""
     with _figure(path, legend_size=8) as ax:
         _plot_lead(report, ax)
 
@@ -94,10 +97,13 @@ def _plot_lead(report: Report, ax: Any) -> None:
     s = report.summary
     ax.axhline(0.0, color="grey", ls="--", lw=1, label=f"0: level with {s['reference']}")
     for label, lead in sorted(s["lead"].items()):
+        seeds = f"n={len(s['groups'][label]['seeds'])} seeds"
+        band = "" if lead["confidence"] is None else f", {lead['confidence']:.1%} band"
         line, = ax.plot(lead["steps"], lead["gap"], marker="o", ms=3,
-                        label=f"{label} (n={len(s['groups'][label]['seeds'])} seeds, 95% band)")
-        ax.fill_between(lead["steps"], lead["ci_low"], lead["ci_high"],
-                        color=line.get_color(), alpha=0.15)
+                        label=f"{label} ({seeds}{band})")
+        if lead["confidence"] is not None:
+            ax.fill_between(lead["steps"], lead["ci_low"], lead["ci_high"],
+                            color=line.get_color(), alpha=0.15)
     ax.set_xlabel("generator step")
     ax.set_ylabel(f"FID gap to {s['reference']} (below 0: ahead)")
 
@@ -110,24 +116,29 @@ def _lead(report: Report) -> list[str]:
         return []
     lines = [f"## Where the lead over `{ref}` ends", "",
              "FID gap = the group's seed-mean FID minus the reference's at each step both "
-             "evaluated, with a 95% bootstrap interval over seeds; ahead: the whole interval "
-             "below 0, behind: above 0, level: neither." + (
+             "evaluated. Ahead / behind: Welch's test flags the step with a false discovery "
+             "rate of 5% over the group's steps (Benjamini-Hochberg), so that with no true "
+             "difference at most 1 study in 20 shows any window; level: not flagged. The "
+             "gap's interval (in report.json and the plot) is Welch's at the matching "
+             "false-coverage-rate level, so it excludes 0 exactly at the flagged steps." + (
                  " No interval: a group has one seed, so no step is classed." if any(
                      unclassed(lead) for lead in s["lead"].values()) else ""),
              "",
              "| group | windows | last step ahead | never ahead after | late FID [95%] | "
-             f"`{ref}` late | best FID [95%] | `{ref}` best |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"`{ref}` late | late: Welch p | best FID [95%] | `{ref}` best | best: Welch p |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, lead in sorted(s["lead"].items()):
         windows = "; ".join(f"{w['class']} {w['from']:.0f}" + (
             "" if w["from"] == w["to"] else f"-{w['to']:.0f}") for w in lead["windows"])
-        cells = ["n/a" if q["value"] is None else
-                 f"{q['value']:.2f} [{q['ci_low']:.2f}, {q['ci_high']:.2f}]" for q in
-                 (lead["late"], lead["reference_late"], lead["best"], lead["reference_best"])]
+        late = ["n/a" if q["value"] is None else ci(q)
+                for q in (lead["late"], lead["reference_late"])]
+        best = [ci(q) for q in (lead["best"], lead["reference_best"])]
         after = lead["never_ahead_after"]
         last = "n/a" if unclassed(lead) else _num(lead["last_ahead"], 0)
         lines.append(f"| {label} | {windows} | {last} | "
-                     f"{'n/a' if after is None else f'{after:.0f}'} | " + " | ".join(cells) + " |")
+                     f"{'n/a' if after is None else f'{after:.0f}'} | {' | '.join(late)} | "
+                     f"{_pval(lead['late_gap'])} | {' | '.join(best)} | "
+                     f"{_pval(lead['best_gap'])} |")
     lines.append("")
     lines += [f"- {lead_sentence(label, ref, lead)}" for label, lead in sorted(s["lead"].items())]
     lines += ["", "Late FID: the mean FID over the last third of the steps every group "
@@ -136,15 +147,22 @@ def _lead(report: Report) -> list[str]:
     return lines
 
 
-def _ci(value: float | None, low: float | None, high: float | None) -> str:
+def _pval(gap: dict[str, Any] | None) -> str:
+    """A Welch p value for a table cell; ``n/a`` where there is no test (one seed)."""
+    return "n/a" if gap is None or gap["p"] is None else f"{gap['p']:.3f}"
+
+
+def _ci(value: float | None, low: float | None, high: float | None,
+        no_interval: bool = False) -> str:
     """``1.23x [0.90, 1.60]``; null bounds are infinite (a resample of the reference
-    never reached the level), a speed-up of 0 means the group never did."""
+    never reached the level), a speed-up of 0 means the group never did; the ratio alone
+    where a group has one seed."""
     def num(x: float | None) -> str:
         return "∞" if x is None else f"{x:.2f}"
     if value is None:
         return "n/a"
     never = " (never)" if value == 0 else ""
-    return f"{value:.2f}x{never} [{num(low)}, {num(high)}]"
+    return f"{value:.2f}x{never}" + ("" if no_interval else f" [{num(low)}, {num(high)}]")
 
 
 def _levels(report: Report) -> list[str]:
@@ -156,16 +174,18 @@ def _levels(report: Report) -> list[str]:
     rv = s["groups"][ref]["speedup_vs_fid"]
     lines = ["## Speed-up at each FID level", "",
              f"Steps to reach FID <= X (seed-mean curve) and speed-up = `{ref}`'s steps / the "
-             "group's, with a 95% bootstrap interval over seeds in brackets.", ""]
+             "group's, with a 95% percentile-bootstrap interval over seeds in brackets.", ""]
     lines.append(f"| FID <= X | `{ref}` steps | " + " | ".join(
         f"`{k}` steps | `{k}` speed-up" for k in others) + " |")
     lines.append("|---|---|" + "---|---|" * len(others))
+    single = {k: min(len(s["groups"][k]["seeds"]), len(s["groups"][ref]["seeds"])) < 2
+              for k in others}
     for i, x in enumerate(rv["thresholds"]):
         cells = []
         for k in others:
             v = s["groups"][k]["speedup_vs_fid"]
             cells += [_num(v["steps_mean_curve"][i], 0),
-                      _ci(v["speedup"][i], v["ci_low"][i], v["ci_high"][i])]
+                      _ci(v["speedup"][i], v["ci_low"][i], v["ci_high"][i], single[k])]
         lines.append(f"| {x:.2f} | {_num(rv['steps_mean_curve'][i], 0)} | "
                      + " | ".join(cells) + " |")
     costed = [k for k in others if s["groups"][k]["cost_ratio"] is not None]
@@ -179,19 +199,23 @@ def _levels(report: Report) -> list[str]:
             cells = []
             for k in costed:
                 v = s["groups"][k]["cost_adjusted_speedup_vs_fid"]
-                cells.append(_ci(v["speedup"][i], v["ci_low"][i], v["ci_high"][i]))
+                cells.append(_ci(v["speedup"][i], v["ci_low"][i], v["ci_high"][i], single[k]))
             lines.append(f"| {x:.2f} | " + " | ".join(cells) + " |")
     lo, hi = s["groups"][ref]["auc"]["steps"]
     lines += ["", f"Mean FID over steps {lo:.0f}-{hi:.0f} (area under the curve / steps; "
-              "lower is better), 95% bootstrap interval over seeds:", "",
-              "| group | mean FID over steps | per seed |", "|---|---|---|"]
+              "lower is better) with Student's t 95% interval over seeds, and its difference "
+              f"from `{ref}` with Welch's 95% interval and p value:", "",
+              f"| group | mean FID over steps | per seed | minus `{ref}` [95%] | Welch p |",
+              "|---|---|---|---|---|"]
     for k in [ref, *others]:
         a = s["groups"][k]["auc"]
         if a["value"] is None:
-            lines.append(f"| `{k}` | n/a | |")
+            lines.append(f"| `{k}` | n/a | | | |")
             continue
-        lines.append(f"| `{k}` | {a['value']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}] | "
-                     + ", ".join(f"{v:.2f}" for v in a["per_seed"]) + " |")
+        d = s["groups"][k]["auc_vs_reference"]
+        diff = "" if d is None else ci({**d, "value": d["gap"]})
+        lines.append(f"| `{k}` | {ci(a)} | " + ", ".join(f"{v:.2f}" for v in a["per_seed"])
+                     + f" | {diff} | {'' if d is None else _pval(d)} |")
     lines += [""]
     for k in others:
         v = s["groups"][k]["speedup_vs_fid"]
@@ -291,8 +315,19 @@ def markdown(report: Report) -> str:
         "it, so no verdict uses it (the cost ratio does). The FID levels, intervals and mean "
         "FID over steps are defined in gan_mn/report/speedup.py.",
         "",
+        METHODS,
+        "",
     ]
     return "\n".join(lines)
+
+
+def _relative_runs(summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The summary with each run's directory relative to ``out``: a report copied with its
+    runs, or committed, names no machine's absolute path."""
+    base = out.resolve()
+    groups = {label: {**g, "runs": [os.path.relpath(Path(r).resolve(), base) for r in g["runs"]]}
+              for label, g in summary["groups"].items()}
+    return {**summary, "groups": groups}
 
 
 def write_report(report: Report, out: Path) -> list[Path]:
@@ -314,7 +349,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
         path = out / "fid_gap_vs_step.png"
         plot_lead(report, path)
         written.append(path)
-    text = json.dumps(report.summary, indent=2, allow_nan=False) + "\n"
+    text = json.dumps(_relative_runs(report.summary, out), indent=2, allow_nan=False) + "\n"
     atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     md = markdown(report)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(md))
