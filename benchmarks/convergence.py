@@ -21,16 +21,20 @@ resnet-mn-g``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import torch
 import yaml
 
+from gan_mn.files import atomic_write
 from gan_mn.report.runs import metrics_rows, steps_done
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +97,7 @@ def command(a: argparse.Namespace, group: str, seed: int, resume: bool) -> list[
            *a.extra]
     if a.plugin:
         cmd += ["--metrics.extractor_plugin", a.plugin]
-    run_dir = Path(a.out) / "runs" / f"{group}-seed{seed}"
+    run_dir = ROOT / a.out / "runs" / f"{group}-seed{seed}"
     if resume:
         cmd += ["--ckpt_path", "last"]
     elif run_dir.is_dir() and any(run_dir.iterdir()):  # killed before its first checkpoint
@@ -102,13 +106,13 @@ def command(a: argparse.Namespace, group: str, seed: int, resume: bool) -> list[
 
 
 def run_one(a: argparse.Namespace, group: str, seed: int) -> str:
-    run_dir = Path(a.out) / "runs" / f"{group}-seed{seed}"
+    run_dir = ROOT / a.out / "runs" / f"{group}-seed{seed}"
     done = finished_step(run_dir)
     if done >= a.steps:
         return f"{run_dir.name}: already at step {done}"
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     start = time.time()
-    log_file = Path(a.out) / "logs" / f"{run_dir.name}.log"
+    log_file = ROOT / a.out / "logs" / f"{run_dir.name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     lock = log_file.with_suffix(".lock")  # two launchers must not train one run twice
     try:
@@ -161,15 +165,58 @@ def main() -> int:
                    help="torch threads per run")
     p.add_argument("extra", nargs="*", help="more `gan-mn fit` options, after --")
     a = p.parse_args()
-    a.data_root = str(Path(a.data_root).resolve())
-    a.out = str(Path(a.out).resolve())
+    # fit runs in the repository root: paths relative to it, so that the runs' config.yaml
+    # names no machine's absolute path
+    a.data_root = _from_root(a.data_root)
+    a.out = _from_root(a.out)
     if a.plugin and Path(a.plugin).exists():
-        a.plugin = str(Path(a.plugin).resolve())
+        a.plugin = _from_root(a.plugin)
     jobs = [(g, s) for s in a.seeds for g in a.groups]  # seed-major: partial studies balance
+    started = _now()
     with ThreadPoolExecutor(max_workers=a.parallel) as pool:
-        for line in pool.map(lambda job: run_one(a, *job), jobs):
-            print(line, flush=True)
+        lines = list(pool.map(lambda job: run_one(a, *job), jobs))
+    for line in lines:
+        print(line, flush=True)
+    _record_launch(ROOT / a.out, started, lines)
     return 0
+
+
+def _from_root(path: str) -> str:
+    return os.path.relpath(Path(path).resolve(), ROOT)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _record_launch(out: Path, started: str, lines: list[str]) -> None:
+    """Append this launch to ``OUT/manifest.json``: the command, the code version and
+    package versions, when it started and ended, and what each run did; a study's
+    README is written from it."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {"launches": []}
+    packages = {}
+    for name in ("gan-mn", "torch", "lightning", "torch-fidelity", "numpy", "scipy"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    manifest["launches"].append({
+        "command": ["python", "benchmarks/convergence.py", *sys.argv[1:]],
+        "commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status",
+                                                                            "--porcelain")),
+        "packages": packages, "python": sys.version.split()[0],
+        "machine": {"cpus": os.cpu_count(), "cuda": torch.cuda.is_available() and
+                    torch.cuda.get_device_name(0)},
+        "started": started, "finished": _now(), "runs": lines})
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

@@ -54,12 +54,17 @@ from gan_mn.training.faults import (
 class RunConfig(SaveConfigCallback):
     """Writes ``config.yaml`` when training starts, which for a resume is after the
     checkpoint has loaded: a resume that fails leaves the run's config as it was. Also
-    records what the resume changed in ``resumes.jsonl``."""
+    records what the resume changed in ``resumes.jsonl``.
+
+    The config holds paths as the user gave them: the directories derived from
+    ``--output_dir`` and ``--run_name`` (``derived``) are written as null, so that a run
+    directory copied elsewhere names no path of the machine it came from."""
 
     def __init__(self, *args: Any, changes: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+                 derived: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.changes = changes
+        self.config = as_saved(self.config, derived)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -80,6 +85,14 @@ class RunConfig(SaveConfigCallback):
                                                 allow_val_change=True)
         if self.changes is not None and trainer.is_global_zero:
             record_resume(Path(trainer.log_dir or "."), trainer.global_step, self.changes)
+
+
+def as_saved(config: Any, derived: tuple[str, ...]) -> Any:
+    """``config`` as ``config.yaml`` records it: the ``derived`` keys null."""
+    saved = config.clone()
+    for key in derived:
+        saved[key] = None
+    return saved
 
 
 class GANCLI(LightningCLI):
@@ -156,6 +169,9 @@ class GANCLI(LightningCLI):
         cfg.model.label = label
         cfg.run_name = cfg.run_name or f"{label}-seed{cfg.seed_everything}"
         run_dir = Path(cfg.output_dir) / cfg.run_name
+        derived = ("trainer.default_root_dir",
+                   *(("checkpoint.dirpath",) if cfg.checkpoint.dirpath is None else ()))
+        self.save_config_kwargs["derived"] = derived
         cfg.trainer.default_root_dir = str(run_dir)
         if cfg.checkpoint.dirpath is None:
             cfg.checkpoint.dirpath = str(run_dir)
@@ -187,7 +203,7 @@ class GANCLI(LightningCLI):
         if ckpt_path is not None and (run_dir / "config.yaml").is_file():
             self.save_config_kwargs["changes"] = resume_changes(
                 _plain(yaml.safe_load((run_dir / "config.yaml").read_text())),
-                _plain(cfg.as_dict()))
+                _plain(as_saved(cfg, self.save_config_kwargs["derived"]).as_dict()))
         if ckpt_path is None and present and not cfg.overwrite:
             how = "resume it with --ckpt_path last, " if last.is_file() else ""
             raise RunError(f"{run_dir} already holds a run ({', '.join(present)}); {how}start "

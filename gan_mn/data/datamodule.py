@@ -63,14 +63,23 @@ class GANDataModule(pl.LightningDataModule):
         batch_size: real images per discriminator step.
         num_workers: DataLoader workers; images are in memory, so 0 is usually fastest.
         download: allow downloading CIFAR-10 when it is missing.
+        per_batch_file: CIFAR-10 only: the first this many images of each batch file
+            (1017 for the training split: the 5,085-image subset the committed studies
+            were trained on).
         seed: seeds the shuffling order, independently of the global seed.
     """
 
     def __init__(self, dataset: Literal["cifar10", "imagefolder", "synthetic"] = "cifar10",
                  root: str = "data", split: Literal["train", "test"] = "train",
                  image_size: int = 32, batch_size: int = 64, num_workers: int = 0,
-                 download: bool = True, seed: int = 0) -> None:
+                 download: bool = True, per_batch_file: int | None = None,
+                 seed: int = 0) -> None:
         super().__init__()
+        if per_batch_file is not None and dataset != "cifar10":
+            raise DataError(f"--data.per_batch_file selects from CIFAR-10's batch files; "
+                            f"the dataset is {dataset!r}")
+        if per_batch_file is not None and per_batch_file < 1:
+            raise DataError(f"--data.per_batch_file must be positive, got {per_batch_file}")
         if batch_size < 2:
             raise DataError(f"batch_size must be at least 2 (BN/MN need a batch), "
                              f"got {batch_size}")
@@ -88,7 +97,7 @@ class GANDataModule(pl.LightningDataModule):
         if self.images is None:
             h = self.hparams
             if h.dataset == "cifar10":
-                images = load_cifar10(h.root, h.split, h.download)
+                images = load_cifar10(h.root, h.split, h.download, h.per_batch_file)
                 if h.image_size != 32:
                     raise DataError(f"CIFAR-10 images are 32x32; image_size={h.image_size} "
                                     "is not supported for it")

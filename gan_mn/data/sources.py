@@ -31,9 +31,12 @@ class DataError(UserError):
     """Data that cannot be used, with a message meant for the user as is."""
 
 
-def load_cifar10(root: str | Path, split: str = "train", download: bool = True) -> Tensor:
+def load_cifar10(root: str | Path, split: str = "train", download: bool = True,
+                 per_batch_file: int | None = None) -> Tensor:
     """CIFAR-10 images of ``split`` from ``root/cifar-10-batches-py``, downloading them
-    with torchvision first if they are missing and ``download`` is set.
+    with torchvision first if they are missing and ``download`` is set; with
+    ``per_batch_file``, only the first that many of each batch file, in file order
+    (1,017 of each training file: the 5,085-image subset of the committed studies).
 
     The batch files are read directly rather than through torchvision's dataset class,
     so any data in CIFAR-10's on-disk format works (torchvision insists on the official
@@ -54,9 +57,13 @@ def load_cifar10(root: str | Path, split: str = "train", download: bool = True) 
         try:
             with open(folder / name, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
-            arrays.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
             raise DataError(f"{folder / name} is not a CIFAR-10 batch file ({err})") from err
+        if per_batch_file is not None and per_batch_file > len(images):
+            raise DataError(f"--data.per_batch_file {per_batch_file} is more than the "
+                            f"{len(images)} images of {folder / name}")
+        arrays.append(images[:per_batch_file])
     return torch.from_numpy(np.concatenate(arrays))
 
 

@@ -28,6 +28,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
 from gan_mn.images import to_uint8
+from gan_mn.metrics import proxy  # noqa: F401  (registers the built-in cifar10-proxy)
 from gan_mn.metrics.protocol import (
     DEFAULT_CACHE_DIR,
     DEFAULT_EXTRACTOR,

@@ -153,6 +153,17 @@ def test_evaluate_prints_json_and_appends_jsonl(trained: Path, tmp_path: Path, c
     assert json.loads(lines[-1]) == record
 
 
+def test_evaluate_offline_with_the_built_in_proxy_extractor(trained: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    """``cifar10-proxy`` ships with the package: no plugin, no download."""
+    args = ["evaluate", str(trained / "last.ckpt"), "--num-samples", "40", "--metrics",
+            "isc,fid", "--feature-extractor", "cifar10-proxy", "--cache-dir", str(tmp_path)]
+    assert main(args) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["feature_extractor"] == "cifar10-proxy"
+    assert record["fid40_train_cifar10-proxy"] > 0 and record["isc40_cifar10-proxy"] >= 1
+
+
 def test_sample_grid_and_folder(trained: Path, tmp_path: Path) -> None:
     from PIL import Image
 

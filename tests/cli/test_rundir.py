@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -335,3 +336,22 @@ def test_a_refused_start_leaves_no_directory(tmp_path: Path,
                str(tmp_path / "no-such-folder")) == 2
     assert "no-such-folder" in error(capsys)
     assert not out.exists()
+
+
+def test_config_holds_paths_as_given_and_a_copied_run_resumes_in_place(
+        tmp_path: Path, finished: Path) -> None:
+    """config.yaml records --output_dir as given and no directory derived from it, so a
+    run directory copied elsewhere resumes there, leaving the original untouched."""
+    saved = yaml.safe_load((finished / "config.yaml").read_text())
+    assert saved["trainer"]["default_root_dir"] is None
+    assert saved["checkpoint"]["dirpath"] is None
+    assert saved["output_dir"] == str(finished.parent)
+    original = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    moved = tmp_path / "moved"
+    shutil.copytree(finished, moved / finished.name)
+    assert main(["fit", "-c", str(moved / finished.name / "config.yaml"), "--output_dir",
+                 str(moved), "--ckpt_path", "last", "--trainer.max_steps", "6"]) == 0
+    assert step_of(moved / finished.name / "last.ckpt") == 6
+    assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == original
+    again = yaml.safe_load((moved / finished.name / "config.yaml").read_text())
+    assert again["checkpoint"]["dirpath"] is None and again["output_dir"] == str(moved)

@@ -21,6 +21,24 @@ def test_cifar10_on_disk_format(tmp_path: Path) -> None:
     assert test.shape == (10, 3, 32, 32)
 
 
+def test_the_subset_is_the_first_images_of_each_batch_file_in_order(tmp_path: Path) -> None:
+    """``--data.per_batch_file N``: the first N of each training file, file after file (the
+    studies' subset is N = 1017), whatever the files hold beyond them."""
+    write_cifar10(tmp_path, per_batch=20)
+    whole = load_cifar10(tmp_path, "train", False)
+    data = GANDataModule("cifar10", str(tmp_path), download=False, per_batch_file=7)
+    expected = torch.cat([whole[i * 20:i * 20 + 7] for i in range(5)])
+    assert torch.equal(data.load_images(), expected)
+    assert torch.equal(load_cifar10(tmp_path, "test", False, per_batch_file=3),
+                       load_cifar10(tmp_path, "test", False)[:3])
+    with pytest.raises(DataError, match="more than the 20 images of"):
+        load_cifar10(tmp_path, "train", False, per_batch_file=21)
+    with pytest.raises(DataError, match="selects from CIFAR-10's batch files"):
+        GANDataModule("imagefolder", str(tmp_path), per_batch_file=7)
+    with pytest.raises(DataError, match="must be positive"):
+        GANDataModule("cifar10", str(tmp_path), per_batch_file=0)
+
+
 def test_cifar10_missing_names_files_without_network(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data_batch_1.*extract it into"):
         load_cifar10(tmp_path, "train", download=False)
