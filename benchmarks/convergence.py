@@ -2,15 +2,16 @@
 
 Resumable: a run whose ``last.ckpt`` has reached ``--steps`` is skipped, one that
 stopped early continues with ``--ckpt_path last``; re-run the same command after a
-kill. Runs go to ``OUT/runs/<label>-seed<S>/`` (``metrics.csv``, ``config.yaml``);
-``gan-mn compare OUT/runs/* --out OUT`` makes the report.
+kill. Runs go to ``OUT/runs/<label>-seed<S>/`` (``metrics.csv``, ``config.yaml``), each
+launch is appended to ``OUT/manifest.json``; ``gan-mn compare OUT/runs/* --out OUT``
+makes the report.
 
-Example (the committed study, on the shared CIFAR-10 subset with the proxy extractor):
+Example (the 3,000-step study, on the CIFAR-10 subset with the built-in proxy extractor;
+``--`` passes the rest to ``gan-mn fit``):
 
-    python benchmarks/convergence.py --out docs/results/cifar10-subset-proxy \\
-        --data-root ../shared/data/cifar10-subset/train \\
-        --extractor cifar10-proxy --plugin ../shared/eval/proxy_extractor.py \\
-        --groups bn mn-g --seeds 0 1 2 --steps 3000 --eval-every 500 --num-samples 2000
+    python benchmarks/convergence.py --out studies/subset-3k --dataset cifar10 \\
+        --data-root data --extractor cifar10-proxy --groups bn mn-g --seeds 0 1 2 \\
+        --steps 3000 --eval-every 500 --num-samples 2000 -- --data.per_batch_file 1017
 
 The ablation (K, EM iterations, MN in D) uses the groups ``bn mn-g mn-g-k2 mn-g-k5
 mn-g-em3 mn-gd`` with ``--steps 2000 --eval-every 250``; SNGAN's standard CNN ``sngan-bn

@@ -1,6 +1,6 @@
 """How far is MN's one warm-started EM iteration from a converged mixture fit?
 
-Run:  python benchmarks/em_convergence.py --data ../shared/data/cifar10_subset.npz
+Run:  python benchmarks/em_convergence.py --data SUBSET.npz   (``train_x``: uint8 N,3,32,32)
 
 Trains the standard DCGAN with MN in every norm layer (K=3, defaults) on real
 CIFAR-10 images for ``--steps`` steps. Every ``--every`` steps, at every MN layer,

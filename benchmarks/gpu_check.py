@@ -1,7 +1,7 @@
 """The one command for a GPU window: MN's Triton kernels, host syncs, launch counts and
 timings, checked and measured in one run that passes or fails.
 
-Run (the checkout need not be installed; see ../shared/device/README.md):
+Run (the checkout need not be installed: ``PYTHONPATH=.``):
 
     python benchmarks/gpu_check.py --out gpu_check.json            # on a CUDA GPU
     python benchmarks/gpu_check.py --device cpu                    # Triton interpreted

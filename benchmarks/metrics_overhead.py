@@ -8,7 +8,7 @@ images alone is timed too: the DCGAN generator's cost is intrinsic to any evalua
 and is large next to a small extractor such as the CIFAR-10 proxy.
 
     python benchmarks/metrics_overhead.py --extractor cifar10-proxy \\
-        --plugin ../shared/eval/proxy_extractor.py [--num-samples 2000] [--rounds 3]
+        [--num-samples 2000] [--rounds 3]
 
 Inception-v3 (the default extractor) needs its weights; offline, ``--random-inception``
 times the same network with random weights (torch-fidelity's architecture, so the cost

@@ -1,6 +1,6 @@
 """Mixture normalization of a batch given its posteriors, with an analytic backward.
 
-Training-mode transform (``../shared/docs/mixture-normalization.md``)::
+Training-mode transform (the paper's, Kalayeh & Shah)::
 
     xhat_i = sum_k a_ik (x_i - m_k) r_k,   a_ik = tau_ik / sqrt(lambda_k),  r_k = (v_k + eps)^-1/2
 

@@ -1,0 +1,97 @@
+"""The documentation a user follows: every relative link and image in README.md and docs/
+resolves (file and heading), and every command in README's code blocks names a config,
+script, subcommand and options that exist."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from gan_mn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+SUBCOMMANDS = ("fit", "evaluate", "sample", "compare")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to dashes."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_anchor(m) for m in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page: Path) -> None:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        missing_anchor = anchor and file.suffix == ".md" and anchor not in _anchors(file)
+        if not file.exists() or missing_anchor:
+            broken.append(target)
+    assert not broken, f"{page.name}: {broken}"
+
+
+def _commands(page: Path) -> list[list[str]]:
+    """The shell commands of a page's ``bash`` blocks, continuation lines joined,
+    comments dropped."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            for part in re.split(r"&&|\|", line):
+                if part.strip():
+                    out.append(shlex.split(part))
+    return out
+
+
+@cache
+def _help(subcommand: str) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        main([subcommand, "--help"])
+    return buf.getvalue()
+
+
+def _options(words: list[str]) -> list[str]:
+    return [w.split("=")[0] for w in words if w.startswith("--")]
+
+
+def test_every_readme_command_names_what_exists() -> None:
+    checked = 0
+    for words in _commands(ROOT / "README.md"):
+        if words[0] == "gan-mn":
+            sub = words[1]
+            assert sub in SUBCOMMANDS, words
+            if "-c" in words:
+                assert (ROOT / words[words.index("-c") + 1]).is_file(), words
+            known = _help(sub)
+            for option in _options(words[2:]):
+                assert re.search(re.escape(option) + r"\b", known), (option, words)
+            checked += 1
+        elif words[0] == "python" and words[1].startswith("benchmarks/"):
+            script = ROOT / words[1]
+            assert script.is_file(), words
+            split = words.index("--") if "--" in words else len(words)
+            mine, fit = words[2:split], words[split + 1:]
+            for option in _options(mine):
+                assert f'"{option}"' in script.read_text(), (option, words)
+            for option in _options(fit):
+                assert re.search(re.escape(option) + r"\b", _help("fit")), (option, words)
+            checked += 1
+    assert checked >= 10  # the README's training, evaluation and study commands
