@@ -30,6 +30,8 @@ def build_models(arch: str, z_dim: int, g_channels: Sequence[int], d_channels: S
     if image_size not in IMAGE_SIZES[arch]:
         raise ValueError(f"image_size must be one of {list(IMAGE_SIZES[arch])} for the "
                          f"{arch} models, got {image_size}")
+    _check_positive(g_channels, "g_channels")
+    _check_positive(d_channels, "d_channels")
     if arch == "dcgan":
         g_channels, d_channels = dcgan_widths(image_size, g_channels, d_channels)
         return (Generator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs),
@@ -38,9 +40,35 @@ def build_models(arch: str, z_dim: int, g_channels: Sequence[int], d_channels: S
     widths = SNGAN_WIDTHS if arch == "sngan" else RESNET_WIDTHS
     g = widths[0] if tuple(g_channels) == g_default else tuple(g_channels)
     d = widths[1] if tuple(d_channels) == d_default else tuple(d_channels)
+    _check_sizes(arch, g, d, image_size)
     if arch == "sngan":
         return (SNGANGenerator(z_dim, g, norm=g_norm, norm_kwargs=norm_kwargs),
                 SNGANDiscriminator(d, norm=d_norm, norm_kwargs=norm_kwargs,
                                    image_size=image_size))
     return (ResNetGenerator(z_dim, g, norm=g_norm, norm_kwargs=norm_kwargs),
             ResNetDiscriminator(d, norm=d_norm, norm_kwargs=norm_kwargs))
+
+
+def _check_positive(widths: Sequence[int], option: str) -> None:
+    if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1
+                         for w in widths):
+        raise ValueError(f"--model.{option} must be a list of positive integers, got "
+                         f"{list(widths)}")
+
+
+def _check_sizes(arch: str, g: Sequence[int], d: Sequence[int], image_size: int) -> None:
+    """The SNGAN and ResNet generators start at 4x4 and double once per width after the
+    first; SNGAN's discriminator halves once per pair of widths before its linear head.
+    Widths that do not make ``image_size`` pixels fail here, not at the first step."""
+    made = 4 * 2 ** (len(g) - 1)
+    if made != image_size:
+        needed = (image_size // 4).bit_length()
+        raise ValueError(f"--model.g_channels has {len(g)} widths: the {arch} generator makes "
+                         f"4 x 2^{len(g) - 1} = {made}-pixel images, but --data.image_size "
+                         f"is {image_size} (give {needed} widths: the projection's, then one "
+                         "per up-sampling layer)")
+    halvings = len(d) // 2
+    if arch == "sngan" and (image_size % 2 ** halvings or image_size < 2 ** halvings):
+        raise ValueError(f"--model.d_channels has {len(d)} widths: the SNGAN discriminator "
+                         f"halves the image {halvings} times, which {image_size}-pixel "
+                         "images do not allow (one halving per pair of widths)")

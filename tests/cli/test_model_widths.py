@@ -1,0 +1,46 @@
+"""Model widths that cannot make the data's image size, or are not positive: one line
+naming the option and the sizes, exit 2, nothing written (through the entry point)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gan_mn.cli import main
+from tests.cli.common import EAGER_MN, SMOKE, error
+
+QUIET = [*EAGER_MN, "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false"]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--model.arch", "sngan", "--model.d_norm", "sn"],
+     "--model.g_channels has 3 widths: the sngan generator makes 4 x 2^2 = 16-pixel images, "
+     "but --data.image_size is 32 (give 4 widths"),
+    (["--model.arch", "resnet"],  # trained 16-px images against 32-px data before
+     "the resnet generator makes 4 x 2^2 = 16-pixel images, but --data.image_size is 32"),
+    (["--model.arch", "sngan", "--model.g_channels", "[32, 16, 8, 8]",
+      "--model.d_channels", "[8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]"],
+     "--model.d_channels has 13 widths: the SNGAN discriminator halves the image 6 times"),
+    (["--model.g_channels", "[0, 16, 8]"],
+     "--model.g_channels must be a list of positive integers, got [0, 16, 8]"),
+    (["--model.d_channels", "[-1, 16, 32]"],
+     "--model.d_channels must be a list of positive integers, got [-1, 16, 32]"),
+    (["--model.arch", "resnet", "--model.g_channels", "[16, 16, 0, 16]"],
+     "--model.g_channels must be a list of positive integers"),
+])
+def test_widths_are_checked_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str],
+        message: str) -> None:
+    out = tmp_path / "out"
+    assert main(["fit", "-c", SMOKE, "--output_dir", str(out), *QUIET, *options]) == 2
+    assert message in error(capsys)
+    assert not out.exists()
+
+
+def test_widths_that_fit_train(tmp_path: Path) -> None:
+    """The README's smoke-sized SNGAN: 4 generator widths make 32 pixels."""
+    assert main(["fit", "-c", SMOKE, "--output_dir", str(tmp_path), *QUIET,
+                 "--model.arch", "sngan", "--model.g_channels", "[32, 16, 8, 8]",
+                 "--model.d_channels", "[8, 16, 16]", "--model.d_norm", "sn",
+                 "--trainer.max_steps", "1", "--model.sample_every_n_steps", "0"]) == 0
