@@ -38,10 +38,27 @@ class EMA(EMAWeightAveraging):
         super().__init__(*args, decay=decay, **kwargs)
         self.decay = decay
         self._started: bool | None = None  # whether n_averaged > 0, read once per fit
+        self._live: dict[str, Any] | None = None  # the live weights, once training ended
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._started = None
+        self._started, self._live = None, None
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The average goes into the model, as Lightning does; the live weights are kept
+        for a checkpoint saved after this (``ModelCheckpoint`` saves ``last.ckpt`` again
+        when the last step was off its schedule), whose ``current_model_state`` would
+        otherwise hold the average and a resume would train on from it."""
+        self._live = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        super().on_train_end(trainer, pl_module)
+
+    @override
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._live is not None and "current_model_state" in checkpoint:
+            checkpoint["current_model_state"] = self._live
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
@@ -266,8 +267,21 @@ class GAN(pl.LightningModule):
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A run that trained with an EMA callback keeps its averaged weights in
+        ``state_dict`` and the live ones in ``current_model_state``. Resumed without
+        such a callback, it trains on from the live weights, the ones its optimiser
+        moments belong to (not from the average)."""
         self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
         self._update, self._captured = None, None  # the optimisers' state is replaced
+        trainer = self._trainer
+        averaging = trainer is not None and any(isinstance(cb, WeightAveraging)
+                                                for cb in trainer.callbacks)
+        if "current_model_state" in checkpoint and not averaging:
+            rank_zero_warn("the checkpoint was trained with an EMA callback, which this run "
+                           "does not have: training continues from the live weights and "
+                           "the average is dropped")
+            checkpoint["state_dict"] = checkpoint.pop("current_model_state")
+            checkpoint.pop("averaging_state", None)
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
