@@ -79,22 +79,29 @@ def update_state(state: MixtureState, x: Tensor, stats: BatchStats, momentum: fl
                  min_mass: float = 1.0) -> None:
     """Momentum update of the running mixture (cumulative with ``momentum=None``, as
     BatchNorm) and the next warm start: the batch fit, dead components re-seeded
-    (:func:`gan_mn.norm.gmm.reseed_dead`). ``stats`` means are in ``x``'s coordinates."""
+    (:func:`gan_mn.norm.gmm.reseed_dead`). ``stats`` means are in ``x``'s coordinates.
+    Channels whose batch statistics are not finite (all of them when the component
+    masses are not) keep their state."""
     with torch.no_grad():
         state.num_batches_tracked.add_(1)
         f: Tensor | float = (1.0 / state.num_batches_tracked.to(stats.var.dtype)
                              if momentum is None else momentum)
         n = stats.mass.unsqueeze(1)
         unbiased = stats.var * torch.where(n > 1, n / (n - 1).clamp_min(1e-12), 1.0)
-        for buf, new in ((state.running_weight, stats.weight), (state.running_mean, stats.mean),
-                         (state.running_var, unbiased)):
-            buf.mul_(1 - f).add_(new.to(buf.dtype) * f)
+        # a non-finite batch (one NaN poisons every posterior) leaves the state as it was,
+        # per channel, without a host read: later clean batches start from a clean fit
+        weights_ok = torch.isfinite(stats.mass).all()
+        channel_ok = (torch.isfinite(stats.mean) & torch.isfinite(stats.var)).all(0) & weights_ok
+        for buf, new, ok in ((state.running_weight, stats.weight, weights_ok),
+                             (state.running_mean, stats.mean, channel_ok),
+                             (state.running_var, unbiased, channel_ok)):
+            buf.copy_(torch.where(ok, buf * (1 - f) + new.to(buf.dtype) * f, buf))
         if state.em_weight.shape[0] > 1:
             mix = reseed_dead(SampleView.of(x.detach()), stats, min_mass,
                               state.num_batches_tracked)
-            state.em_weight.copy_(mix.weight)
-            state.em_mean.copy_(mix.mean)
-            state.em_var.copy_(mix.var)
+            state.em_weight.copy_(torch.where(weights_ok, mix.weight, state.em_weight))
+            state.em_mean.copy_(torch.where(channel_ok, mix.mean, state.em_mean))
+            state.em_var.copy_(torch.where(channel_ok, mix.var, state.em_var))
 
 
 class Forward(NamedTuple):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from gan_mn.norm.functional import (
     Collectives,
@@ -148,17 +152,41 @@ class MixtureNorm2d(nn.Module):
         seeded on its first training batch. With ``num_components=1`` the converted model
         computes what the original did, in training and in eval mode. A module that is
         itself a BatchNorm2d is returned converted; others are changed in place.
+        ``nn.SyncBatchNorm`` layers become ``SyncMixtureNorm2d`` in their process group;
+        a model with nothing to convert is returned with a warning.
         """
+        converted: list[nn.Module] = []
+        out = cls._convert(module, mn_options, converted)
+        if not converted:
+            warnings.warn("convert_batchnorm: the module has no BatchNorm2d or SyncBatchNorm "
+                          "layer; nothing was converted", stacklevel=2)
+        return out
+
+    @classmethod
+    def _convert(cls, module: nn.Module, mn_options: dict[str, Any],
+                 converted: list[nn.Module]) -> nn.Module:
+        if isinstance(module, LazyModuleMixin) and isinstance(module, _BatchNorm) \
+                and module.has_uninitialized_params():
+            raise ValueError("convert_batchnorm: a LazyBatchNorm2d does not know its channels "
+                             "yet; run one forward through the model first")
+        if isinstance(module, nn.SyncBatchNorm):  # a model already converted for DDP
+            from gan_mn.norm.sync import SyncMixtureNorm2d  # (sync.py imports this module)
+
+            sync = cls if issubclass(cls, SyncMixtureNorm2d) else SyncMixtureNorm2d
+            converted.append(module)
+            return sync._from_batchnorm(
+                module, {"process_group": module.process_group, **mn_options})
         if isinstance(module, nn.BatchNorm2d):
+            converted.append(module)
             return cls._from_batchnorm(module, mn_options)
         for name, child in module.named_children():
-            converted = cls.convert_batchnorm(child, **mn_options)
-            if converted is not child:
-                setattr(module, name, converted)
+            new = cls._convert(child, mn_options, converted)
+            if new is not child:
+                setattr(module, name, new)
         return module
 
     @classmethod
-    def _from_batchnorm(cls, bn: nn.BatchNorm2d, mn_options: dict[str, Any]) -> MixtureNorm2d:
+    def _from_batchnorm(cls, bn: _BatchNorm, mn_options: dict[str, Any]) -> MixtureNorm2d:
         if not bn.track_running_stats:
             raise ValueError("convert_batchnorm: a BatchNorm2d without running statistics "
                              "(track_running_stats=False) has no MN counterpart: MN keeps "
@@ -178,7 +206,23 @@ class MixtureNorm2d(nn.Module):
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._seeded = None  # re-read em_seeded on the next training forward
+        # read now (a load is no hot path): a forward that read it would break
+        # torch.compile's graph on a data-dependent branch
+        self._seeded = None if self.em_seeded.is_meta else bool(self.em_seeded)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> MixtureNorm2d:
+        """``.half()``, ``.bfloat16()`` or ``.to(dtype)`` of a model keep this layer's
+        parameters and state in float32, where the mixture is estimated; the output
+        keeps the input's dtype."""
+        super()._apply(fn, recurse)
+        for tensors in (self._parameters, self._buffers):
+            for name, t in tensors.items():
+                if t is not None and t.dtype in (torch.float16, torch.bfloat16):
+                    if isinstance(t, nn.Parameter):
+                        t.data = t.data.float()
+                    else:
+                        tensors[name] = t.float()
+        return self
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4:
@@ -188,6 +232,12 @@ class MixtureNorm2d(nn.Module):
                              f"{self.num_features}")
         if x.numel() == 0:
             raise ValueError(f"input must not be empty, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"input must be floating point, got {x.dtype}")
+        samples = x.shape[0] * x.shape[2] * x.shape[3]
+        if self.training and samples <= self.num_components > 1:
+            raise ValueError(f"num_components={self.num_components} needs more samples per "
+                             f"channel than components: the batch has {samples} (N*H*W)")
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)

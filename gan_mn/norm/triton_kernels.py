@@ -263,6 +263,14 @@ def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr, count_ptr,
     tl.store(mass_out + ks, mass, mask=k_ok & first)
     tl.store(weight_out + ks, lam, mask=k_ok & first)
     if UPDATE:
+        # a non-finite batch leaves the state as it was (per channel; every channel when
+        # the masses are not finite), as update_state does; NaN fails every comparison
+        big = 3.0e38
+        finite_k = tl.sum(tl.where(k_ok & ~(mass < big), 1, 0), axis=0) == 0
+        finite = (tl.abs(mean) < big) & (var < big)
+        keep = (tl.sum(tl.where(mask & ~finite, 1, 0), axis=0) == 0) & finite_k
+        mask = mask & keep[None, :]
+        first = first & finite_k
         done = tl.load(nbt_ptr) + 1  # batches including this one
         if CUMULATIVE:
             f = 1.0 / done.to(tl.float32)

@@ -1,0 +1,100 @@
+"""MN as a library layer in someone else's training loop: cast to half precision, a
+non-finite batch, torch.compile after a load, models converted for DDP."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from gan_mn.norm import MixtureNorm2d
+from gan_mn.norm.sync import SyncMixtureNorm2d
+
+STATE = ("running_weight", "running_mean", "running_var", "em_weight", "em_mean", "em_var")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_layer_cast_to_half_precision_works_in_train_and_eval(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(16, 4, 4, 4)
+    reference = MixtureNorm2d(4, 3, kernels="eager")
+    reference(x)
+    half = MixtureNorm2d(4, 3, kernels="eager")
+    half.load_state_dict(reference.state_dict())
+    half.to(dtype)
+    assert half.weight.dtype == torch.float32 and half.em_mean.dtype == torch.float32
+    for mode in (True, False):
+        reference.train(mode)
+        half.train(mode)
+        y = half(x.to(dtype))
+        assert y.dtype == dtype
+        torch.testing.assert_close(y.float(), reference(x.to(dtype).float()),
+                                   atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("kernels", ["eager", "inductor", "triton"])
+def test_a_non_finite_batch_leaves_the_state_as_it_was(kernels: str) -> None:
+    if kernels == "triton" and not torch.cuda.is_available():
+        assert os.environ.get("TRITON_INTERPRET") == "1"  # tests/conftest.py
+    torch.manual_seed(0)
+    layer = MixtureNorm2d(4, 3, kernels=kernels)
+    x = torch.randn(16, 4, 4, 4)
+    layer(x)
+    before = {name: getattr(layer, name).clone() for name in STATE}
+    poisoned = x.clone()
+    poisoned[0, 1, 2, 3] = float("nan")
+    layer(poisoned)
+    for name in STATE:
+        assert torch.equal(getattr(layer, name), before[name]), name
+    inf = x.clone()
+    inf[3, 0, 0, 0] = float("inf")
+    layer(inf)
+    for name in STATE:
+        assert torch.equal(getattr(layer, name), before[name]), name
+    assert torch.isfinite(layer(x)).all()  # the next clean batch trains as before
+    assert not torch.equal(layer.em_mean, before["em_mean"])
+
+
+def test_torch_compile_fullgraph_after_load_state_dict() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 4, 4)
+    source = MixtureNorm2d(4, 3, kernels="eager")
+    source(x)
+    loaded = MixtureNorm2d(4, 3, kernels="eager")
+    loaded.load_state_dict(source.state_dict())
+    expected = MixtureNorm2d(4, 3, kernels="eager")
+    expected.load_state_dict(source.state_dict())
+    compiled = torch.compile(loaded, fullgraph=True, backend="eager")  # one graph or error
+    torch.testing.assert_close(compiled(x), expected(x))
+
+
+def test_convert_batchnorm_takes_syncbatchnorm_and_says_when_nothing_converted() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4), nn.ReLU())
+    with torch.no_grad():
+        model[1].running_mean.fill_(0.5)
+    converted = MixtureNorm2d.convert_batchnorm(model, num_components=2)
+    assert type(converted[1]) is SyncMixtureNorm2d
+    assert torch.equal(converted[1].running_mean, torch.full((2, 4), 0.5))
+    with pytest.warns(UserWarning, match="nothing was converted"):
+        MixtureNorm2d.convert_batchnorm(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="LazyBatchNorm2d does not know its channels"):
+        MixtureNorm2d.convert_batchnorm(nn.Sequential(nn.LazyBatchNorm2d()))
+    lazy = nn.Sequential(nn.LazyBatchNorm2d())
+    lazy(torch.randn(4, 3, 2, 2))  # now a BatchNorm2d of 3 channels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(MixtureNorm2d.convert_batchnorm(lazy)[0], MixtureNorm2d)
+
+
+@pytest.mark.parametrize(("x", "message"), [
+    (torch.ones(8, 4, 2, 2, dtype=torch.long), "input must be floating point, got torch.int64"),
+    (torch.randn(1, 4, 1, 3), "num_components=3 needs more samples per channel than "
+                              "components: the batch has 3 (N*H*W)"),
+])
+def test_inputs_mn_cannot_normalize_are_one_line(x: torch.Tensor, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MixtureNorm2d(4, 3, kernels="eager")(x)
