@@ -167,7 +167,11 @@ class GANCLI(LightningCLI):
         label = cfg.model.label or default_label(cfg.model.g_norm, cfg.model.d_norm,
                                                  cfg.model.norm_kwargs, cfg.model.arch)
         cfg.model.label = label
-        cfg.run_name = cfg.run_name or f"{label}-seed{cfg.seed_everything}"
+        # the family in the name unless the label says it: a smoke run of each family
+        # gets its own directory (sngan-smoke-seed0), not the DCGAN one's
+        family = "" if cfg.model.arch == "dcgan" or label.startswith(cfg.model.arch) \
+            else f"{cfg.model.arch}-"
+        cfg.run_name = cfg.run_name or f"{family}{label}-seed{cfg.seed_everything}"
         run_dir = Path(cfg.output_dir) / cfg.run_name
         derived = ("trainer.default_root_dir",
                    *(("checkpoint.dirpath",) if cfg.checkpoint.dirpath is None else ()))

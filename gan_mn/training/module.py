@@ -202,7 +202,7 @@ class GAN(pl.LightningModule):
             loss_d, loss_g = self._captured(batch, z)
         else:
             loss_d, fake = update.discriminator_step(batch, z)
-            if (batch_idx + 1) % h.d_steps:
+            if self._batches_done(batch_idx) % h.d_steps:
                 self._after_step(loss_d)
                 return
             if h.d_steps > 1:  # the fake batch above is stale: D has moved since
@@ -229,6 +229,14 @@ class GAN(pl.LightningModule):
             self.log("loss/d", loss_d.detach())
             if loss_g is not None:
                 self.log("loss/g", loss_g.detach())
+
+    def _batches_done(self, batch_idx: int) -> int:
+        """Batches trained on, this one included, across epochs and resumes: the D/G
+        cycle runs on through an epoch's end (the batch index restarts there)."""
+        trainer = self._trainer
+        if trainer is None:
+            return batch_idx + 1
+        return trainer.fit_loop.epoch_loop.total_batch_idx + 1
 
     def _logging_step(self) -> bool:
         """Whether Lightning writes the logged values after this batch (its

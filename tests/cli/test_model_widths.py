@@ -38,9 +38,11 @@ def test_widths_are_checked_before_anything_is_written(
     assert not out.exists()
 
 
-def test_widths_that_fit_train(tmp_path: Path) -> None:
-    """The README's smoke-sized SNGAN: 4 generator widths make 32 pixels."""
+def test_widths_that_fit_train_in_a_directory_named_for_the_family(tmp_path: Path) -> None:
+    """The smoke-sized SNGAN: 4 generator widths make 32 pixels. Its run directory names
+    the family, so it never meets (or --overwrite deletes) the DCGAN smoke run."""
     assert main(["fit", "-c", SMOKE, "--output_dir", str(tmp_path), *QUIET,
                  "--model.arch", "sngan", "--model.g_channels", "[32, 16, 8, 8]",
                  "--model.d_channels", "[8, 16, 16]", "--model.d_norm", "sn",
                  "--trainer.max_steps", "1", "--model.sample_every_n_steps", "0"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["sngan-smoke-seed0"]
