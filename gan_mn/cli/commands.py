@@ -22,6 +22,9 @@ from gan_mn.metrics.protocol import MetricSettings
 # evaluate's flags for MetricSettings fields where the name is not the field's own
 FLAG_NAMES = {"feature_extractor_weights_path": "--feature-extractor-weights"}
 FLAG_HELP = {"metrics": "comma list of isc,fid,kid,prc",
+             "feature_extractor": "a torch-fidelity extractor; cifar10-proxy is built in and "
+                                  "works offline (its values compare runs with each other "
+                                  "only)",
              "feature_extractor_weights_path": "local weights file",
              "extractor_plugin": "Python file or module registering a torch-fidelity extractor",
              "norm_mode": "running or batch"}
@@ -40,8 +43,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
         if field.name == "metrics":
             default = ",".join(MetricSettings.metrics)
         kind = int if isinstance(default, int) else str
+        text = FLAG_HELP.get(field.name, "")
         p.add_argument(flag, dest=field.name, type=kind, default=default,
-                       help=FLAG_HELP.get(field.name))
+                       help=f"{text}{' ' if text else ''}(default: {default})")
     p.add_argument("--reference", default=None,
                    help="DIR of images, cifar10-train or cifar10-test "
                         "(default: the checkpoint's training data)")

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from gan_mn.errors import ArgumentParser
 from gan_mn.report.analysis import build_report
 from gan_mn.report.render import write_report
-from gan_mn.report.runs import ReportError, read_run
+from gan_mn.report.runs import ReportError, RunLog, read_run
 
 
 def compare_main(argv: list[str]) -> int:
-    p = ArgumentParser(prog="gan-mn compare", description=__doc__)
+    p = ArgumentParser(prog="gan-mn compare", description="The convergence report (plots, "
+                       "report.json, report.md) of gan-mn fit run directories.")
     p.add_argument("runs", nargs="+", help="run directories (metrics.csv + config.yaml)")
     p.add_argument("--out", required=True, help="directory for the plots and report")
-    p.add_argument("--reference", default=None, help="baseline label (default: bn)")
+    p.add_argument("--reference", default=None,
+                   help="baseline label (default: bn, else the first label; compare says "
+                        "which)")
     p.add_argument("--fid-key", default=None, help="FID column when runs log several")
     p.add_argument("--isc-key", default=None, help="IS column when runs log several")
     p.add_argument("--thresholds", type=int, default=8,
@@ -35,11 +39,23 @@ def compare_main(argv: list[str]) -> int:
         raise ReportError(f"--out {out}: exists and is not a directory")
     if a.max_step is not None and a.max_step < 1:
         raise ReportError(f"--max-step must be a positive step, got {a.max_step}")
-    runs = [read_run(r) for r in a.runs]
-    if a.max_step is not None:
-        runs = [r.up_to(a.max_step) for r in runs]
+    logged = [read_run(r) for r in a.runs]
+    for run in logged:
+        inside = out.resolve() == run.path.resolve() or run.path.resolve() in \
+            out.resolve().parents
+        if inside:
+            raise ReportError(f"--out {out} is inside the run directory {run.path}: the report "
+                              "would be written among the run's files; pick another folder")
+    runs = logged if a.max_step is None else [r.up_to(a.max_step) for r in logged]
+    for run, whole in zip(runs, logged, strict=True):
+        if not any(key.startswith("fid") for key in run.columns):
+            raise ReportError(f"{run.path}: " + _why_no_fid(whole, a.max_step))
     report = build_report(runs, a.reference, a.fid_key, a.isc_key,
                           a.thresholds, _cost_ratios(a.cost, a.cost_ratio))
+    reference = report.summary["reference"]
+    if a.reference is None and reference != "bn":
+        print(f"gan-mn compare: no `bn` runs, so `{reference}` is the reference (choose one "
+              "with --reference)", file=sys.stderr)
     parent = out if out.exists() else out.parent
     while not parent.exists():
         parent = parent.parent
@@ -48,6 +64,17 @@ def compare_main(argv: list[str]) -> int:
     for path in write_report(report, out):
         print(path)
     return 0
+
+
+def _why_no_fid(run: RunLog, max_step: int | None) -> str:
+    """Why a run has no FID to compare, in the user's terms."""
+    if not run.columns:
+        return "its metrics.csv has no rows (a run stopped before its first logged step?)"
+    if not any(key.startswith("fid") for key in run.columns):
+        return ("it logged no FID (trained with --metrics.every_n_steps 0, as smoke.yaml "
+                "does?)")
+    first = min(min(c) for k, c in run.columns.items() if k.startswith("fid"))
+    return f"its first FID evaluation is at step {first}, after --max-step {max_step}"
 
 
 def _cost_ratios(path: str | None, pairs: list[str]) -> dict[str, float]:

@@ -78,8 +78,9 @@ def _plot_speedup(report: Report, ax: Any) -> None:
         top = np.nanmax(np.concatenate([ys, lo, [2.0]])) * 1.5
         ax.fill_between(xs, np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=top,
                         posinf=top), color=line.get_color(), alpha=0.15)
-    ax.set_xlim(max(s["groups"][s["reference"]]["speedup_vs_fid"]["thresholds"]),
-                min(s["groups"][s["reference"]]["speedup_vs_fid"]["thresholds"]))
+    thresholds = s["groups"][s["reference"]]["speedup_vs_fid"]["thresholds"]
+    if max(thresholds) > min(thresholds):  # (one evaluated step: a single FID level)
+        ax.set_xlim(max(thresholds), min(thresholds))
     ax.set_ylim(bottom=0)
     ax.set_xlabel(f"FID target X ({s['fid_key']}; harder to the right)")
     ax.set_ylabel(f"speed-up in steps to FID <= X (vs {s['reference']})")
@@ -172,9 +173,12 @@ def _levels(report: Report) -> list[str]:
     ref = s["reference"]
     others = [k for k in sorted(s["groups"]) if k != ref]
     rv = s["groups"][ref]["speedup_vs_fid"]
-    lines = ["## Speed-up at each FID level", "",
-             f"Steps to reach FID <= X (seed-mean curve) and speed-up = `{ref}`'s steps / the "
-             "group's, with a 95% percentile-bootstrap interval over seeds in brackets.", ""]
+    lines = ["## Speed-up at each FID level", ""]
+    if not others:
+        return [*lines, f"Only `{ref}` was given: no group to compare with it.", ""]
+    lines += [f"Steps to reach FID <= X (seed-mean curve) and speed-up = `{ref}`'s steps / "
+              "the group's, with a 95% percentile-bootstrap interval over seeds in brackets.",
+              ""]
     lines.append(f"| FID <= X | `{ref}` steps | " + " | ".join(
         f"`{k}` steps | `{k}` speed-up" for k in others) + " |")
     lines.append("|---|---|" + "---|---|" * len(others))

@@ -85,10 +85,12 @@ def _settings(config: dict) -> dict[str, object]:
     norm_kwargs = {kind: {k: v for k, v in (opts or {}).items() if k not in ("kernels", "fused")}
                    for kind, opts in (model.get("norm_kwargs") or {}).items()}
     model["norm_kwargs"] = {kind: opts for kind, opts in norm_kwargs.items() if opts} or None
-    data = config.get("data") or {}
+    data = dict(config.get("data") or {})
+    if data.get("root") is not None:  # a folder named relative or absolute is one folder
+        data["root"] = str(Path(str(data["root"])).expanduser().resolve())
     return {**{f"model.{k}": v for k, v in model.items()},
             **{f"data.{k}": data.get(k) for k in ("dataset", "root", "split", "image_size",
-                                                  "batch_size")}}
+                                                  "batch_size", "per_batch_file")}}
 
 
 def _config(run_dir: Path) -> tuple[str, int, dict[str, object]]:
@@ -110,9 +112,9 @@ def _config(run_dir: Path) -> tuple[str, int, dict[str, object]]:
 
 def steps_done(row: dict[str, str], d_steps: int = 1) -> int | None:
     """The generator steps done when a metrics.csv row was logged. gan-mn logs every row
-    at that step; runs trained before 2026-12-01 logged training rows at Lightning's
-    0-based batch index (with ``d_steps`` discriminator batches per generator step), and
-    only those rows carry an ``epoch``."""
+    at that step; older versions logged training rows at Lightning's 0-based batch index
+    (with ``d_steps`` discriminator batches per generator step), and only those rows
+    carry an ``epoch``."""
     step = _float(row.get("step"))
     if step is None:
         return None

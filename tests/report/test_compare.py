@@ -203,7 +203,7 @@ def test_cost_ratios_from_the_benchmark_json(tmp_path: Path) -> None:
     ("wandb_only", "wandb run, which compare does not read"),
     ("no_config", "no config.yaml"),
     ("duplicate", "are both bn seed 0"),
-    ("no_fid", "no FID column"),
+    ("no_fid", "it logged no FID"),
     ("bad_reference", "reference label 'resnet'"),
     ("zero_cost", "cost ratios must be positive and finite, got bn=0.0"),
     ("negative_cost", "cost ratios must be positive and finite, got bn=-1.0"),
