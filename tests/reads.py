@@ -49,3 +49,19 @@ class HostReads(TorchDispatchMode):
             stack = [f"{f.filename}:{f.lineno}" for f in traceback.extract_stack()[:-2]]
             self.reads.append(Read(name, first, stack, self.tag))
         return func(*args, **(kwargs or {}))
+
+
+@dataclass
+class OpLog(TorchDispatchMode):
+    """Every operator dispatched while active, as ``(tag, name)``: the work a step does."""
+
+    ops: list[tuple[Any, str]] = field(default_factory=list)
+    tag: Any = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        self.ops.append((self.tag, func.overloadpacket.__name__))
+        return func(*args, **(kwargs or {}))

@@ -41,7 +41,7 @@ from gan_mn.data import GANDataModule
 from gan_mn.files import writable
 from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.training import GAN, default_label
+from gan_mn.training import GAN, MixtureDiagnostics, default_label
 from gan_mn.training.distributed import NormSync, unused_parameters_strategy
 from gan_mn.training.faults import (
     AtomicCheckpointIO,
@@ -151,6 +151,12 @@ class GANCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="start the run directory again from step 0, removing the "
                                  "run that is there")
+        parser.add_argument("--mn_diagnostics", type=bool, default=True,
+                            help="at every --trainer.log_every_n_steps, log each MN layer's "
+                                 "mixture weights, effective number of components, posterior "
+                                 "entropy, separation and components below one sample as "
+                                 "mn/<layer>/<field> (nothing is computed at other steps; "
+                                 "not with --model.cuda_graph)")
         parser.add_argument("--sync_norm", type=bool, default=True,
                             help="under DDP, synchronize MN and BN over all processes "
                                  "(SyncMixtureNorm2d, SyncBatchNorm)")
@@ -240,6 +246,8 @@ class GANCLI(LightningCLI):
                 every_n_train_steps=metrics.every_n_steps, enable_version_counter=False))
         # Resumable runs: RNG states in the checkpoint, a last.ckpt on SIGTERM/Ctrl-C,
         # checkpoints written atomically (unless the user brought a CheckpointIO).
+        if cfg.mn_diagnostics and not cfg.model.cuda_graph:
+            callbacks.append(MixtureDiagnostics())
         kwargs["callbacks"] = [*callbacks, RNGState(), PreemptionCheckpoint(cfg.checkpoint.dirpath)]
         plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gan_mn.report.diagnostics import diagnostics
 from gan_mn.report.lead import lead_analysis
 from gan_mn.report.runs import ReportError, RunLog
 from gan_mn.report.speedup import first_at_or_below, seed_curves, speedup_analysis
@@ -181,6 +182,9 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
             entry[f"acceleration_{unit}"] = None if speedup is None else 1.0 - 1.0 / speedup
     summary = {"reference": reference, "reference_fid": target, "fid_key": fid,
                "isc_key": isc, "groups": out, "lead": lead_analysis(groups, reference, fid)}
+    inside = diagnostics(groups)
+    if inside:  # runs that logged MN's diagnostics (gan-mn fit does by default)
+        summary["diagnostics"] = inside
     return Report(fid, isc, summary, groups)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,100 +11,24 @@ import numpy as np
 
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
+from gan_mn.report.diagnostics import sentence as diagnostics_sentence
 from gan_mn.report.lead import ci, lead_sentence, unclassed
+from gan_mn.report.plots import plot, plot_diagnostics, plot_lead, plot_speedup
 from gan_mn.report.stats import METHODS
 
 
-@contextmanager
-def _figure(path: Path, legend_size: float | None = None) -> Iterator[Any]:
-    """The axes of one plot (headless matplotlib); on exit the grid, the legend, and the
-    PNG written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    try:
-        yield ax
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=legend_size)
-        fig.tight_layout()
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    finally:
-        plt.close(fig)
-
-
-def plot(report: Report, key: str, x: str, path: Path) -> None:
-    """Mean over seeds with a +-1 sample-std band, one line per group, against step or
-    seconds."""
-    with _figure(path) as ax:
-        _plot_curves(report, key, x, ax)
-
-
-def _plot_curves(report: Report, key: str, x: str, ax: Any) -> None:
-    for label, members in sorted(report.runs.items()):
-        c = mean_curve(members, key)
-        xs = c["steps"] if x == "steps" else c["seconds"] / 60.0
-        ax.plot(xs, c["mean"], marker="o", ms=3, label=f"{label} (n={len(members)})")
-        ax.fill_between(xs, c["mean"] - c["std"], c["mean"] + c["std"], alpha=0.2)
-    if key == report.fid_key:
-        ax.axhline(report.summary["reference_fid"], color="grey", ls="--", lw=1,
-                   label=f"best {report.summary['reference']} (mean)")
-    ax.set_xlabel("generator step" if x == "steps" else "training wall-clock (min)")
-    ax.set_ylabel(key)
-
-
-def plot_speedup(report: Report, path: Path) -> None:
-    """Speed-up (steps) against the FID target, one line per group with its 95% band."""
-    with _figure(path, legend_size=8) as ax:
-        _plot_speedup(report, ax)
-
-
-def _plot_speedup(report: Report, ax: Any) -> None:
+def _inside(report: Report) -> list[str]:
+    """report.md's section on the MN layers' mixture, for runs that logged it."""
     s = report.summary
-    ax.axhline(1.0, color="grey", ls="--", lw=1, label=f"1.0: as fast as {s['reference']}")
-    for label, g in sorted(s["groups"].items()):
-        if label == s["reference"]:
-            continue
-        v = g["speedup_vs_fid"]
-        xs = np.array(v["thresholds"])
-        ys, lo, hi = (np.array([np.nan if x is None else x for x in v[k]], dtype=float)
-                      for k in ("speedup", "ci_low", "ci_high"))
-        line, = ax.plot(xs, ys, marker="o", ms=3,
-                        label=f"{label} (n={len(g['seeds'])} seeds, 95% band)")
-        top = np.nanmax(np.concatenate([ys, lo, [2.0]])) * 1.5
-        ax.fill_between(xs, np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=top,
-                        posinf=top), color=line.get_color(), alpha=0.15)
-    thresholds = s["groups"][s["reference"]]["speedup_vs_fid"]["thresholds"]
-    if max(thresholds) > min(thresholds):  # (one evaluated step: a single FID level)
-        ax.set_xlim(max(thresholds), min(thresholds))
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel(f"FID target X ({s['fid_key']}; harder to the right)")
-    ax.set_ylabel(f"speed-up in steps to FID <= X (vs {s['reference']})")
-
-
-def plot_lead(report: Report, path: Path) -> None:
-    """FID gap (group minus reference, seed-mean curves) against step, with its Welch band
-    at the comparison's false-coverage-rate level, and 0 marked: below 0 the group is
-    ahead."""
-    with _figure(path, legend_size=8) as ax:
-        _plot_lead(report, ax)
-
-
-def _plot_lead(report: Report, ax: Any) -> None:
-    s = report.summary
-    ax.axhline(0.0, color="grey", ls="--", lw=1, label=f"0: level with {s['reference']}")
-    for label, lead in sorted(s["lead"].items()):
-        seeds = f"n={len(s['groups'][label]['seeds'])} seeds"
-        band = "" if lead["confidence"] is None else f", {lead['confidence']:.1%} band"
-        line, = ax.plot(lead["steps"], lead["gap"], marker="o", ms=3,
-                        label=f"{label} ({seeds}{band})")
-        if lead["confidence"] is not None:
-            ax.fill_between(lead["steps"], lead["ci_low"], lead["ci_high"],
-                            color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("generator step")
-    ax.set_ylabel(f"FID gap to {s['reference']} (below 0: ahead)")
+    if "diagnostics" not in s:
+        return []
+    return ["## Inside MN", "",
+            "![FID gap, effective components and posterior entropy against step]"
+            "(mn_diagnostics_vs_step.png)", "",
+            "Means over each group's MN layers of the effective number of components "
+            "(exp of the weights' entropy) and the posterior entropy / log K, seed mean.", "",
+            *[f"- {diagnostics_sentence(label, diag, s['lead'].get(label))}"
+              for label, diag in sorted(s["diagnostics"].items())], ""]
 
 
 def _lead(report: Report) -> list[str]:
@@ -294,7 +216,7 @@ def markdown(report: Report) -> str:
             word = "fewer" if acc >= 0 else "more"
             lines.append(f"- `{label}` reaches `{ref}`'s best FID in {abs(acc):.0%} {word} "
                          f"steps than `{ref}` (speed-up {g['speedup_steps']:.2f}x in steps).")
-    lines += ["", *_levels(report), "", *_lead(report)]
+    lines += ["", *_levels(report), "", *_lead(report), *_inside(report)]
     lines += ["", f"Seed-mean `{s['fid_key']}` (± sample std over seeds, n - 1) by step:", ""]
     curves = {label: mean_curve(members, report.fid_key)
               for label, members in sorted(report.runs.items())}
@@ -352,6 +274,10 @@ def write_report(report: Report, out: Path) -> list[Path]:
     if report.summary["lead"]:
         path = out / "fid_gap_vs_step.png"
         plot_lead(report, path)
+        written.append(path)
+    if "diagnostics" in report.summary:
+        path = out / "mn_diagnostics_vs_step.png"
+        plot_diagnostics(report, path)
         written.append(path)
     text = json.dumps(_relative_runs(report.summary, out), indent=2, allow_nan=False) + "\n"
     atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))

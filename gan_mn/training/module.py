@@ -239,13 +239,7 @@ class GAN(pl.LightningModule):
         return trainer.fit_loop.epoch_loop.total_batch_idx + 1
 
     def _logging_step(self) -> bool:
-        """Whether Lightning writes the logged values after this batch (its
-        ``log_every_n_steps`` counts batches, across epochs and resumes)."""
-        trainer = self._trainer
-        if trainer is None:
-            return True
-        every = trainer.log_every_n_steps
-        return every > 0 and (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0
+        return True if self._trainer is None else logging_step(self.trainer)
 
     # --- sampling -------------------------------------------------------------------------
     def sampling_generator(self) -> nn.Module:
@@ -318,6 +312,13 @@ class GAN(pl.LightningModule):
         path = save_png(grid_image(images), root / "samples" / f"step_{step:07d}.png")
         log_image(self.loggers, "samples/fixed_noise", path, step)
         return path
+
+
+def logging_step(trainer: pl.Trainer) -> bool:
+    """Whether Lightning writes the logged values after the current batch (its
+    ``log_every_n_steps`` counts batches, across epochs and resumes)."""
+    every = trainer.log_every_n_steps
+    return every > 0 and (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0
 
 
 def _no_closure() -> None:

@@ -1,0 +1,59 @@
+"""What a ``MixtureNorm2d`` layer's mixture looks like on a batch: is it still a mixture,
+or has it collapsed towards one component (BatchNorm)?
+
+Computed on demand (at logging steps, or by ``evaluate``), never in the training step:
+every value is a device tensor, read back only by whoever logs it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from gan_mn.norm.gmm import TINY, Mixture, SampleView, e_step
+from gan_mn.norm.mixture import MixtureNorm2d
+
+FIELDS = ("effective_components", "posterior_entropy", "separation", "min_weight",
+          "below_one_sample")
+
+
+@torch.no_grad()
+def mixture_diagnostics(layer: MixtureNorm2d, x: Tensor) -> dict[str, Tensor]:
+    """The layer's current mixture (its warm start ``em_*``: the last batch's fit) on the
+    batch ``x`` (``(N, C, H, W)``, the layer's input):
+
+    - ``weight_<i>``: the mixture weights, largest first, and ``min_weight``;
+    - ``effective_components``: exp(entropy of the weights), from 1 (one component
+      holds everything: BatchNorm) to K (equal weights);
+    - ``posterior_entropy``: the samples' mean posterior entropy / log K, from 0 (every
+      sample in one component: hard assignments) to 1 (no component preferred);
+    - ``separation``: the mean over component pairs of the distance between their means,
+      in units of the pooled within-component standard deviation (root mean square over
+      channels); far above 1 for distinct components;
+    - ``below_one_sample``: components whose posterior mass in ``x`` is below one sample,
+      the ones the layer re-seeds.
+    """
+    k = layer.num_components
+    weight = layer.em_weight.float()
+    mean = layer.em_mean.float()
+    var = layer.em_var.float().clamp_min(layer.eps)
+    view = SampleView.of(x.detach().float())
+    centre = (weight.unsqueeze(1) * mean).sum(0)
+    z = view.data - view.col(centre)
+    tau = e_step(view, z, z * z, Mixture(weight, mean - centre, var), layer.eps)
+    entropy = (-torch.xlogy(tau, tau).sum(view.kdim).mean()).clamp_min(0.0)
+    mass = tau.sum(dim=[d for d in range(tau.dim()) if d != view.kdim])
+    w = weight.clamp_min(TINY)
+    pooled = (weight.unsqueeze(1) * var).sum(0)  # within-component variance per channel
+    i, j = torch.triu_indices(k, k, 1, device=mean.device)
+    gaps = ((mean[i] - mean[j]) ** 2 / pooled).mean(1).sqrt()
+    out = {f"weight_{n}": v for n, v in enumerate(weight.sort(descending=True).values)}
+    return out | {
+        "min_weight": weight.min(),
+        "effective_components": torch.exp(-(w * w.log()).sum()),
+        "posterior_entropy": entropy / math.log(k) if k > 1 else entropy * 0,
+        "separation": gaps.mean() if k > 1 else torch.zeros((), device=mean.device),
+        "below_one_sample": (mass < 1.0).sum().float(),
+    }
