@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from gan_mn.metrics.fidelity import (
     load_plugin,
 )
 from gan_mn.metrics.protocol import MetricSettings
+from gan_mn.norm.diagnostics import flat, recording
 from gan_mn.training import load_run
 
 
@@ -39,6 +41,22 @@ def reference_data(spec: str | None, data_hparams: dict[str, Any] | None, image_
     return GANDataModule("imagefolder", root=spec, image_size=image_size)
 
 
+def mixture_state(gan: torch.nn.Module, training: GANDataModule, device: str,
+                  seed: int) -> dict[str, float]:
+    """The MN layers' diagnostics (``mn/<layer>/<field>``, as training logs them) on one
+    training batch: the generator on seeded noise, the discriminator on the first
+    ``batch_size`` training images, each layer fitting that batch as in training, on a
+    copy (the checkpoint's state is left as it was)."""
+    model = copy.deepcopy(gan).to(device).train()
+    batch = int(training.hparams.batch_size)
+    noise = torch.randn(batch, model.generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    images = training.load_images()[:batch].to(device).float().div(127.5).sub(1.0)
+    with torch.no_grad(), recording(model) as values:
+        model.generator(noise.to(device))
+        model.discriminator(images)
+    return flat(values)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, settings: MetricSettings, *,
                         reference: str | None = None, data_root: str | None = None,
                         device: str | None = None) -> dict[str, Any]:
@@ -54,7 +72,9 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: MetricSettings, *,
     start = time.perf_counter()
     values = compute_metrics(generator, generator.z_dim, UInt8Images(data.load_images()),
                              data.content_key(), protocol, settings)
-    return {**values, "checkpoint": str(run.path), "step": run.step, "ema": run.ema,
+    inside = mixture_state(run.gan, data if reference is None else reference_data(
+        None, run.data_hparams, size, data_root), device, settings.seed)
+    return {**values, **inside, "checkpoint": str(run.path), "step": run.step, "ema": run.ema,
             "num_samples": settings.num_samples, "reference": data.source_label(),
             "reference_key": data.content_key(), "feature_extractor": settings.feature_extractor,
             "feature_extractor_weights": settings.feature_extractor_weights_path,

@@ -8,9 +8,12 @@ every value is a device tensor, read back only by whoever logs it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gan_mn.norm.gmm import TINY, Mixture, SampleView, e_step
 from gan_mn.norm.mixture import MixtureNorm2d
@@ -57,3 +60,34 @@ def mixture_diagnostics(layer: MixtureNorm2d, x: Tensor) -> dict[str, Tensor]:
         "separation": gaps.mean() if k > 1 else torch.zeros((), device=mean.device),
         "below_one_sample": (mass < 1.0).sum().float(),
     }
+
+
+@contextmanager
+def recording(model: nn.Module) -> Iterator[dict[str, dict[str, Tensor]]]:
+    """While open, the diagnostics of every ``MixtureNorm2d`` (K > 1) of ``model`` on its
+    first training-mode input, by layer name (``generator.net.1``); the hooks are removed
+    on exit, so nothing runs outside."""
+    values: dict[str, dict[str, Tensor]] = {}
+
+    def record(name: str, layer: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+        if layer.training and name not in values:
+            assert isinstance(layer, MixtureNorm2d)
+            values[name] = mixture_diagnostics(layer, args[0])
+
+    handles = [layer.register_forward_hook(partial(record, name))
+               for name, layer in model.named_modules()
+               if isinstance(layer, MixtureNorm2d) and layer.num_components > 1]
+    try:
+        yield values
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def flat(values: dict[str, dict[str, Tensor]]) -> dict[str, float]:
+    """``{"mn/<layer>/<field>": value}``, read back in one transfer."""
+    keys = [f"mn/{name}/{field}" for name, fields in values.items() for field in fields]
+    if not keys:
+        return {}
+    stacked = torch.stack([v.float() for fields in values.values() for v in fields.values()])
+    return dict(zip(keys, stacked.tolist(), strict=True))

@@ -3,18 +3,15 @@ logger as ``mn/<layer>/<field>`` (wandb groups them into a panel per layer)."""
 
 from __future__ import annotations
 
-from functools import partial
+from contextlib import AbstractContextManager
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
-from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
+from torch import Tensor
 from typing_extensions import override
 
-from gan_mn.norm import MixtureNorm2d
-from gan_mn.norm.diagnostics import mixture_diagnostics
+from gan_mn.norm.diagnostics import flat, recording
 from gan_mn.training.module import logging_step
 
 
@@ -27,38 +24,27 @@ class MixtureDiagnostics(Callback):
     ``cuda_graph``, whose replayed step runs no Python hook."""
 
     def __init__(self) -> None:
-        self._handles: list[RemovableHandle] = []
+        self._recording: AbstractContextManager[dict[str, dict[str, Tensor]]] | None = None
         self._values: dict[str, dict[str, Tensor]] = {}
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
-        if not logging_step(trainer):
-            return
-        for name, layer in pl_module.named_modules():
-            if isinstance(layer, MixtureNorm2d) and layer.num_components > 1:
-                self._handles.append(layer.register_forward_hook(partial(self._record, name)))
-
-    def _record(self, name: str, layer: nn.Module, args: tuple[Tensor, ...],
-                output: Tensor) -> None:
-        if layer.training and name not in self._values:
-            assert isinstance(layer, MixtureNorm2d)
-            self._values[name] = mixture_diagnostics(layer, args[0])
+        if logging_step(trainer):
+            self._recording = recording(pl_module)
+            self._values = self._recording.__enter__()
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        if not self._values:
+        if self._recording is None:
             return
-        keys = [f"mn/{name}/{field}" for name, fields in self._values.items()
-                for field in fields]
+        self._recording.__exit__(None, None, None)
+        self._recording = None
         # one read of every value (one wait on a GPU), straight to the loggers: through
         # LightningModule.log they would leave results to reset at the next step
-        values = torch.stack([v.float() for f in self._values.values() for v in f.values()])
-        self._values.clear()
-        row = dict(zip(keys, values.tolist(), strict=True))
-        for logger in trainer.loggers:
-            logger.log_metrics(row, step=trainer.global_step)
+        row = flat(self._values)
+        self._values = {}
+        if row:
+            for logger in trainer.loggers:
+                logger.log_metrics(row, step=trainer.global_step)

@@ -162,6 +162,10 @@ def test_evaluate_offline_with_the_built_in_proxy_extractor(trained: Path, tmp_p
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["feature_extractor"] == "cifar10-proxy"
     assert record["fid40_train_cifar10-proxy"] > 0 and record["isc40_cifar10-proxy"] >= 1
+    # the MN layers' mixture on one training batch, named as training logs it (G and D)
+    inside = {k for k in record if k.startswith("mn/")}
+    assert {k.split("/")[1].split(".")[0] for k in inside} == {"generator", "discriminator"}
+    assert all(1 <= record[k] <= 3 for k in inside if k.endswith("effective_components"))
 
 
 def test_sample_grid_and_folder(trained: Path, tmp_path: Path) -> None:
