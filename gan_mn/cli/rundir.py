@@ -28,25 +28,13 @@ from typing_extensions import override
 from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
 from gan_mn.report.runs import metrics_rows, steps_done
+from gan_mn.runs import ADDED_LATER, flatten, frozen, setting_class
 
 log = logging.getLogger(__name__)
 WANDB_MODES = ("offline", "online", "disabled")
 # What `gan-mn fit` writes into a run directory (and --overwrite removes).
 RUN_FILES = ("last.ckpt", "metrics.csv", "hparams.yaml", "config.yaml", "resumes.jsonl",
              "wandb-id", "wandb", "samples")
-# Settings a resumed run cannot change: they define the model, its data or its randomness.
-FROZEN = ("seed_everything", "model.", "data.")
-# ... except these, which change nothing the checkpoint holds.
-UNFROZEN = ("model.sample_every_n_steps", "model.num_grid_samples", "model.cuda_graph",
-            "data.root", "data.download", "data.num_workers")
-# Settings added after runs were saved without them: their value then (the default now).
-ADDED_LATER = {"model.arch": "dcgan", "model.cuda_graph": False}
-# ckpt_path and overwrite say how to start; data.seed and model.image_size are linked
-# to seed_everything and data.image_size.
-NOT_SETTINGS = ("ckpt_path", "config", "weights_only", "overwrite", "data.seed",
-                "model.image_size")
-
-
 class RunError(UserError):
     """A run that cannot start as asked, with a message meant for the user as is."""
 
@@ -122,16 +110,6 @@ def _try_lock(fd: int, path: Path, kind: int) -> None:
                        ) from None
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested config dicts -> ``{"model.lr_g": 0.0002, ...}`` (class_path dicts stay whole)."""
-    if isinstance(tree, dict) and tree and "class_path" not in tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def resume_changes(saved: dict[str, Any], requested: dict[str, Any]
                    ) -> dict[str, tuple[Any, Any]]:
     """Compare a run's saved config with the one a resume asks for (both as YAML/JSON
@@ -140,10 +118,10 @@ def resume_changes(saved: dict[str, Any], requested: dict[str, Any]
     old, new = flatten(saved), flatten(requested)
     old = {**{k: v for k, v in ADDED_LATER.items() if k in new}, **old}
     changed = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-               if k not in NOT_SETTINGS and old.get(k) != new.get(k)}
-    frozen = [k for k in changed if k.startswith(FROZEN) and k not in UNFROZEN]
-    if frozen:
-        detail = ", ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in frozen)
+               if setting_class(k) != "not a setting" and old.get(k) != new.get(k)}
+    kept = [k for k in changed if frozen(k)]
+    if kept:
+        detail = ", ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in kept)
         raise RunError(f"cannot resume with different settings: {detail} (model, data and "
                        "seed settings cannot change mid-run; start a new run with another "
                        "--run_name, or again from step 0 with --overwrite true)")

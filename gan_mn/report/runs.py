@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from gan_mn.errors import UserError
+from gan_mn.runs import ADDED_LATER, affects_results, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -73,24 +74,15 @@ def _float(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-# Model options that change no result (schedules of sample grids, the kernel choice).
-COSMETIC = ("label", "sample_every_n_steps", "num_grid_samples")
-
-
 def _settings(config: dict) -> dict[str, object]:
-    """The settings that define a run's model and data (not its label or schedules; the
-    training data by dataset, folder and split: runs of one label on other images are not
-    seeds of one setting)."""
-    model = {k: v for k, v in (config.get("model") or {}).items() if k not in COSMETIC}
-    norm_kwargs = {kind: {k: v for k, v in (opts or {}).items() if k not in ("kernels", "fused")}
-                   for kind, opts in (model.get("norm_kwargs") or {}).items()}
-    model["norm_kwargs"] = {kind: opts for kind, opts in norm_kwargs.items() if opts} or None
-    data = dict(config.get("data") or {})
-    if data.get("root") is not None:  # a folder named relative or absolute is one folder
-        data["root"] = str(Path(str(data["root"])).expanduser().resolve())
-    return {**{f"model.{k}": v for k, v in model.items()},
-            **{f"data.{k}": data.get(k) for k in ("dataset", "root", "split", "image_size",
-                                                  "batch_size", "per_batch_file")}}
+    """The settings that define a run's results (:func:`gan_mn.runs.affects_results`):
+    seeds of one group must share them. The data folder is compared resolved (one folder
+    named relative in one run and absolute in another is one folder)."""
+    tree = {"model": config.get("model") or {}, "data": config.get("data") or {}}
+    values = {**ADDED_LATER, **flatten(tree)}
+    if values.get("data.root") is not None:
+        values["data.root"] = str(Path(str(values["data.root"])).expanduser().resolve())
+    return {k: v for k, v in values.items() if affects_results(k)}
 
 
 def _config(run_dir: Path) -> tuple[str, int, dict[str, object]]:

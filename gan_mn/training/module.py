@@ -24,6 +24,7 @@ from gan_mn.errors import UserError
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.models import build_models, sampling
 from gan_mn.norm import NORM_KINDS, make_norm
+from gan_mn.runs import NO_EFFECT_NORM_OPTIONS
 from gan_mn.training.faults import FiniteWatch, check_state_finite
 from gan_mn.training.losses import LOSS_KINDS, LossKind
 from gan_mn.training.step import CapturedStep, GANUpdate
@@ -56,7 +57,7 @@ def default_label(g_norm: str | Sequence[str], d_norm: str | Sequence[str],
 def norm_option_names(kinds: set[str], norm_kwargs: dict[str, dict[str, Any]] | None
                       ) -> list[str]:
     """``k5``, ``em3``, ``momentum0.01``...: the options of the used norm kinds that are not
-    their layers' defaults (``kernels``, which changes no result, left out)."""
+    their layers' defaults (those that change no result, :mod:`gan_mn.runs`, left out)."""
     from inspect import signature
 
     from torch.nn.utils.parametrizations import spectral_norm
@@ -69,7 +70,7 @@ def norm_option_names(kinds: set[str], norm_kwargs: dict[str, dict[str, Any]] | 
     for kind in sorted(kinds & set(norm_kwargs or {})):
         defaults = {n: p.default for n, p in signature(layers[kind]).parameters.items()}
         for key, value in sorted((norm_kwargs or {})[kind].items()):
-            if key != "kernels" and defaults.get(key, object()) != value:
+            if key not in NO_EFFECT_NORM_OPTIONS and defaults.get(key, object()) != value:
                 prefix = "" if kind == "mn" or len(kinds) == 1 else f"{kind}-"
                 parts.append(f"{prefix}{short.get(key, key)}{value}")
     return parts
