@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gan_mn.models import Discriminator, Generator
+from gan_mn.models import DCGANDiscriminator, DCGANGenerator
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.norm.functional import normalize, shifted_samples
 from gan_mn.norm.gmm import Mixture, fit
@@ -69,7 +69,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(args.seed)
     images = load_images(args.data)
-    g, d = Generator(norm="mn"), Discriminator(norm="mn")
+    g, d = DCGANGenerator(norm="mn"), DCGANDiscriminator(norm="mn")
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     layers = {f"{net}.{name}": m for net, model in (("G", g), ("D", d))

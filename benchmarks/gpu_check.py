@@ -98,15 +98,15 @@ def check_graph(device: str, record: Any) -> None:
         return
     import torch
 
-    from gan_mn.models import Discriminator, Generator
+    from gan_mn.models import DCGANDiscriminator, DCGANGenerator
     from gan_mn.training.step import CapturedStep, GANUpdate
 
     torch.backends.cudnn.deterministic = True
     losses = []
     for graphed in (False, True):
         torch.manual_seed(0)
-        g = Generator(norm="mn", norm_kwargs={"mn": {"kernels": "triton"}}).cuda()
-        d = Discriminator().cuda()
+        g = DCGANGenerator(norm="mn", norm_kwargs={"mn": {"kernels": "triton"}}).cuda()
+        d = DCGANDiscriminator().cuda()
         opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999),
                                          capturable=True) for m in (g, d))
         update = GANUpdate(g, d, "ns", opt_d, opt_g)

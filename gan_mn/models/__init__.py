@@ -1,13 +1,13 @@
 """GAN models by family (DCGAN, SNGAN's standard CNN and ResNet) with norms chosen per
 layer (torch only)."""
 
-from gan_mn.models.dcgan import DCGAN_WIDTHS, Discriminator, Generator, dcgan_widths
+from gan_mn.models.dcgan import DCGAN_WIDTHS, DCGANDiscriminator, DCGANGenerator, dcgan_widths
 from gan_mn.models.factory import ARCHS, IMAGE_SIZES, build_models
 from gan_mn.models.layers import LatentGenerator
 from gan_mn.models.resnet import ResNetDiscriminator, ResNetGenerator
 from gan_mn.models.sampling import NORM_MODES, sampling
 from gan_mn.models.sngan import SNGANDiscriminator, SNGANGenerator
 
-__all__ = ["ARCHS", "DCGAN_WIDTHS", "IMAGE_SIZES", "NORM_MODES", "Discriminator", "Generator",
-           "LatentGenerator", "ResNetDiscriminator", "ResNetGenerator", "SNGANDiscriminator",
-           "SNGANGenerator", "build_models", "dcgan_widths", "sampling"]
+__all__ = ["ARCHS", "DCGAN_WIDTHS", "IMAGE_SIZES", "NORM_MODES", "DCGANDiscriminator",
+           "DCGANGenerator", "LatentGenerator", "ResNetDiscriminator", "ResNetGenerator",
+           "SNGANDiscriminator", "SNGANGenerator", "build_models", "dcgan_widths", "sampling"]

@@ -61,7 +61,7 @@ def dcgan_widths(image_size: int, g_channels: Sequence[int], d_channels: Sequenc
     return g, d
 
 
-class Generator(LatentGenerator):
+class DCGANGenerator(LatentGenerator):
     """Maps latents ``(N, z_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]``, with
     ``S = 4 * 2**len(channels)`` (32 for the DCGAN widths)."""
 
@@ -89,7 +89,7 @@ class Generator(LatentGenerator):
         return self.net(z.reshape(z.shape[0], self.z_dim, 1, 1))
 
 
-class Discriminator(nn.Module):
+class DCGANDiscriminator(nn.Module):
     """Maps images ``(N, 3, S, S)``, ``S = 4 * 2**len(channels)``, to logits ``(N,)``."""
 
     def __init__(self, channels: Sequence[int] = (64, 128, 256), in_channels: int = 3,

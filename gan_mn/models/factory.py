@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from gan_mn.models.dcgan import DCGAN_WIDTHS, Discriminator, Generator, dcgan_widths
+from gan_mn.models.dcgan import DCGAN_WIDTHS, DCGANDiscriminator, DCGANGenerator, dcgan_widths
 from gan_mn.models.layers import LatentGenerator, NormKwargs, NormSpec
 from gan_mn.models.resnet import RESNET_WIDTHS, ResNetDiscriminator, ResNetGenerator
 from gan_mn.models.sngan import SNGAN_WIDTHS, SNGANDiscriminator, SNGANGenerator
@@ -34,8 +34,8 @@ def build_models(arch: str, z_dim: int, g_channels: Sequence[int], d_channels: S
     _check_positive(d_channels, "d_channels")
     if arch == "dcgan":
         g_channels, d_channels = dcgan_widths(image_size, g_channels, d_channels)
-        return (Generator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs),
-                Discriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs))
+        return (DCGANGenerator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs),
+                DCGANDiscriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs))
     g_default, d_default = DCGAN_WIDTHS[32]
     widths = SNGAN_WIDTHS if arch == "sngan" else RESNET_WIDTHS
     g = widths[0] if tuple(g_channels) == g_default else tuple(g_channels)

@@ -48,8 +48,10 @@ class MixtureNorm2d(nn.Module):
     ``running_*`` buffers hold BN-style momentum averages of the batch weights,
     means and unbiased variances; eval mode takes posteriors and statistics from
     them. A component whose responsibility mass falls below one sample is re-seeded
-    at a random sample. Estimation runs in float32 even under autocast; the output
-    keeps the input's dtype.
+    at a sample chosen by a hash of the batch count (:func:`gan_mn.norm.gmm.pick_index`:
+    no draw from torch's random stream, so re-seeding leaves the run's randomness as it
+    was), with the batch's overall variance and an equal share of the weight. Estimation
+    runs in float32 even under autocast; the output keeps the input's dtype.
 
     Args:
         num_features: channels ``C``.

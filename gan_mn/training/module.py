@@ -1,4 +1,5 @@
-"""The GAN LightningModule: manual optimisation of a DCGAN pair, nothing else.
+"""The GAN LightningModule: manual optimisation of a generator and discriminator of one
+of the three families (DCGAN, SNGAN's standard CNN, SNGAN's ResNet), nothing else.
 
 Models, losses, data and metrics live elsewhere; this module wires them to Lightning.
 ``trainer.global_step`` counts generator updates (the discriminator's optimiser steps
@@ -77,7 +78,8 @@ def norm_option_names(kinds: set[str], norm_kwargs: dict[str, dict[str, Any]] | 
 
 
 class GAN(pl.LightningModule):
-    """DCGAN trained with manual optimisation.
+    """A GAN of one family (``arch``) trained with manual optimisation: ``d_steps``
+    discriminator steps, then one generator step.
 
     Args:
         label: name of the configuration in reports (e.g. ``bn``, ``mn-g``); derived

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from gan_mn.data import UInt8Images
 from gan_mn.metrics import MetricsError, MetricSettings, Protocol, compute_metrics, load_plugin
 from gan_mn.metrics.fidelity import generate
-from gan_mn.models import Generator
+from gan_mn.models import DCGANGenerator
 from tests.fakes import TINY_EXTRACTOR, smooth_images
 
 EXTRACTOR = "tiny-test"
@@ -86,7 +86,7 @@ def test_reference_statistics_are_cached(images: Tensor, tmp_path: Path) -> None
 
 
 def test_batch_mode_leaves_the_generator_untouched(tmp_path: Path, images: Tensor) -> None:
-    gen = Generator(z_dim=4, channels=(8, 8, 8), norm="mn")
+    gen = DCGANGenerator(z_dim=4, channels=(8, 8, 8), norm="mn")
     gen.train()
     gen(torch.randn(16, 4))
     state = {k: v.clone() for k, v in gen.state_dict().items()}

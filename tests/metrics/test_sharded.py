@@ -15,7 +15,7 @@ import torch
 from gan_mn.data import UInt8Images
 from gan_mn.metrics import MetricSettings, Protocol, compute_metrics, load_plugin
 from gan_mn.metrics.sharded import compute_metrics_sharded
-from gan_mn.models import Generator
+from gan_mn.models import DCGANGenerator
 from tests.fakes import TINY_EXTRACTOR, smooth_images
 
 METRICS = ("isc", "fid", "kid", "prc")
@@ -26,10 +26,10 @@ def settings(cache: str) -> MetricSettings:
                           kid_subset_size=50)
 
 
-def setup() -> tuple[Generator, UInt8Images, Protocol]:
+def setup() -> tuple[DCGANGenerator, UInt8Images, Protocol]:
     load_plugin(TINY_EXTRACTOR)
     torch.manual_seed(0)
-    generator = Generator(8, (16, 8, 4), norm="mn", norm_kwargs={"mn": {"kernels": "eager"}})
+    generator = DCGANGenerator(8, (16, 8, 4), norm="mn", norm_kwargs={"mn": {"kernels": "eager"}})
     generator(generator.sample_latent(16))  # seed MN's mixture, fill running statistics
     images = torch.from_numpy(smooth_images(120, seed=3)).permute(0, 3, 1, 2).contiguous()
     # 7 batches of 16 (the last one 4): the ranks get 4 and 3 of them
