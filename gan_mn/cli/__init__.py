@@ -102,7 +102,7 @@ def _fit(args: list[str] | None) -> int:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from gan_mn.cli.fit import GANCLI
-    from gan_mn.training.faults import NonFiniteError
+    from gan_mn.training.finite_watch import NonFiniteError
 
     try:
         GANCLI(args=args)

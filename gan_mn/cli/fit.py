@@ -42,13 +42,11 @@ from gan_mn.files import writable
 from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.training import GAN, MixtureDiagnostics, default_label
+from gan_mn.training.checkpoint_io import AtomicCheckpointIO
 from gan_mn.training.distributed import NormSync, unused_parameters_strategy
-from gan_mn.training.faults import (
-    AtomicCheckpointIO,
-    NonFiniteError,
-    PreemptionCheckpoint,
-    RNGState,
-)
+from gan_mn.training.finite_watch import NonFiniteError
+from gan_mn.training.preemption import PreemptionCheckpoint
+from gan_mn.training.rng_state import RNGState
 
 
 class RunConfig(SaveConfigCallback):

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
-from gan_mn.data.sampling import ResumableSampler
+from gan_mn.data.sampler import ResumableSampler
 from gan_mn.data.sources import DataError, load_cifar10, load_image_folder, synthetic_images
 
 

@@ -89,7 +89,7 @@ class MetricSettings:
             raise MetricsError(f"metrics need at least 2 samples, got {self.num_samples}")
         if self.batch_size < 1:
             raise MetricsError(f"batch_size must be positive, got {self.batch_size}")
-        from gan_mn.models.sampling import NORM_MODES  # (torch: not at a parser's import)
+        from gan_mn.models.eval_mode import NORM_MODES  # (torch: not at a parser's import)
 
         if self.norm_mode not in NORM_MODES:
             raise MetricsError(f"norm mode must be one of {NORM_MODES}, got {self.norm_mode!r}")

@@ -26,7 +26,7 @@ from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.models import build_models, sampling
 from gan_mn.norm import NORM_KINDS, make_norm
 from gan_mn.runs import NO_EFFECT_NORM_OPTIONS
-from gan_mn.training.faults import FiniteWatch, check_state_finite
+from gan_mn.training.finite_watch import FiniteWatch, check_state_finite
 from gan_mn.training.losses import LOSS_KINDS, LossKind
 from gan_mn.training.step import CapturedStep, GANUpdate
 

@@ -214,7 +214,7 @@ def test_a_failed_save_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pyt
     import shutil
 
     from gan_mn.errors import UserError
-    from gan_mn.training.faults import AtomicCheckpointIO
+    from gan_mn.training.checkpoint_io import AtomicCheckpointIO
 
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
@@ -233,7 +233,7 @@ def test_a_failed_save_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pyt
 
 
 def _save_forever(path: Path, saved: Any) -> None:
-    from gan_mn.training.faults import AtomicCheckpointIO
+    from gan_mn.training.checkpoint_io import AtomicCheckpointIO
 
     torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool
     io = AtomicCheckpointIO()

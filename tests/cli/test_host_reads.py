@@ -58,7 +58,7 @@ def test_fit_reads_only_at_logging_steps(tmp_path: Path, g_norm: str) -> None:
         # every step (free there); on a GPU it reads at logging steps (gpu_check runs 5
         # steps under torch.cuda.set_sync_debug_mode("error")).
         return any(read.tensor is s for s in adam_steps) or \
-            read.came_from("gan_mn/training/faults.py")
+            read.came_from("gan_mn/training/finite_watch.py")
 
     # logging steps: every 4th, and the last (13 steps: batch 12), always logged
     between = [(r.tag, r.op, r.stack[-4:]) for r in mode.reads

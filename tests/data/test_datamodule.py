@@ -154,7 +154,7 @@ def _host_batches(images: torch.Tensor, seed: int, epoch: int, skip: int = 0,
     from torch.utils.data import DataLoader
 
     from gan_mn.data import UInt8Images
-    from gan_mn.data.sampling import ResumableSampler
+    from gan_mn.data.sampler import ResumableSampler
 
     sampler = ResumableSampler(UInt8Images(images), seed=seed)
     sampler.resume(epoch, skip)
