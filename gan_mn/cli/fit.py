@@ -9,9 +9,7 @@ unless given, so the same command finds its run again with ``--ckpt_path last``.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import warnings
 from inspect import signature
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +24,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.plugins.layer_sync import LayerSync
 from typing_extensions import override
 
+from gan_mn.cli.output import quiet_third_parties
 from gan_mn.cli.rundir import (
     WANDB_MODES,
     RunError,
@@ -95,21 +94,6 @@ def as_saved(config: Any, derived: tuple[str, ...]) -> Any:
 
 class GANCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
-        # Our checkpoints are meant to hold the state after the step; Lightning warns
-        # about that for every manual-optimisation module.
-        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-        # main(argv) passes args on purpose (tests, other programs): not a mistake
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        # Our sampler resumes mid-epoch from Lightning's own batch counter (see
-        # GANDataModule.train_dataloader), which Lightning cannot see from the loader.
-        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
-        # One run per directory is ours to enforce (RunLock, run_files); its .lock file
-        # alone would trigger this on every fresh run.
-        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        # Lightning 2.6 on torch >= 2.14, inside Lightning; nothing a user can act on
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
-        # "Seed set to N" on stderr before a one-line error; the seed is in config.yaml
-        logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
         quiet_third_parties()
         self.lock: RunLock | None = None
         try:
@@ -220,17 +204,31 @@ class GANCLI(LightningCLI):
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The run prepared (:meth:`prepare_run`), then the Trainer assembled
+        (:meth:`trainer_arguments`), which writes and deletes nothing."""
+        self.prepare_run()
+        return super().instantiate_trainer(**self.trainer_arguments(kwargs))
+
+    def prepare_run(self) -> None:
+        """Everything decided before a file is written: the data loads (CIFAR-10
+        downloads here, once), the metrics settings fit it, a resume is possible (steps
+        left, the same images), and ``--overwrite`` clears the run directory, which the
+        lock taken in :meth:`before_instantiate_classes` makes this process's alone."""
+        if not _launching_process():  # (DDP ranks started by Lightning)
+            return
+        cfg = self._run_config()
+        metrics: FidelityCallback = self._get(self.config_init, "metrics")
+        self.datamodule.load_images()
+        metrics.check_data(self.datamodule)
+        self._check_resume(cfg)
+        if cfg.overwrite:
+            remove_run_files(self.run_dir)
+
+    def trainer_arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The Trainer's loggers, callbacks, plugins and strategy for this run."""
         cfg = self._run_config()
         trainer_cfg = self._get(self.config_init, "trainer", default={})
-        # Bad data or metric settings fail here, before any logger writes a thing.
         metrics: FidelityCallback = self._get(self.config_init, "metrics")
-        if _launching_process():  # (CIFAR-10 downloads here, once, before any file)
-            self.datamodule.load_images()
-            metrics.check_data(self.datamodule)
-            self._check_resume(cfg)
-            # Nothing was written so far (but the lock); the run directory is this process's.
-            if cfg.overwrite:
-                remove_run_files(self.run_dir)
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = make_loggers(self.run_dir, cfg.run_name, cfg.wandb.project,
                                             cfg.wandb.mode, group=cfg.model.label,
@@ -242,10 +240,10 @@ class GANCLI(LightningCLI):
                 dirpath=cfg.checkpoint.dirpath, monitor=fid_key, mode="min",
                 filename="best-fid-step{step}", auto_insert_metric_name=False, save_top_k=1,
                 every_n_train_steps=metrics.every_n_steps, enable_version_counter=False))
-        # Resumable runs: RNG states in the checkpoint, a last.ckpt on SIGTERM/Ctrl-C,
-        # checkpoints written atomically (unless the user brought a CheckpointIO).
         if cfg.mn_diagnostics and not cfg.model.cuda_graph:
             callbacks.append(MixtureDiagnostics())
+        # Resumable runs: RNG states in the checkpoint, a last.ckpt on SIGTERM/Ctrl-C,
+        # checkpoints written atomically (unless the user brought a CheckpointIO).
         kwargs["callbacks"] = [*callbacks, RNGState(), PreemptionCheckpoint(cfg.checkpoint.dirpath)]
         plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
@@ -260,7 +258,7 @@ class GANCLI(LightningCLI):
         kwargs["plugins"] = plugins
         # each GAN backward leaves one network without gradients: DDP must allow that
         kwargs["strategy"] = unused_parameters_strategy(trainer_cfg.get("strategy", "auto"))
-        return super().instantiate_trainer(**kwargs)
+        return kwargs
 
     def _check_resume(self, cfg: Any) -> None:
         """A resume has steps left to train, on the images the run trained on (moved,
@@ -275,7 +273,7 @@ class GANCLI(LightningCLI):
                            f"--trainer.max_steps is {max_steps}; raise it to continue")
         saved = (ckpt.get(type(self.datamodule).__qualname__) or {}).get("content")
         now = self.datamodule.content_digest()
-        if saved is not None and saved != now:  # (checkpoints before 2026-12-01: unknown)
+        if saved is not None and saved != now:  # (older checkpoints do not record it)
             raise RunError(f"cannot resume on other images: the run trained on {saved} "
                            f"(size, count, pixel hash) and {self.datamodule.source_label()} "
                            f"holds {now}; point --data.root at the run's images (a moved "
@@ -305,25 +303,6 @@ class GANCLI(LightningCLI):
         step = int(torch.load(path, map_location="cpu", weights_only=False,
                               mmap=True).get("global_step", 0))
         truncate_metrics(self.run_dir / "metrics.csv", step, self._run_config().model.d_steps)
-
-
-class _NoTips(logging.Filter):
-    """Lightning's advertisements ("Tip: ... try installing litlogger")."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
-
-
-_NO_TIPS = _NoTips()
-
-
-def quiet_third_parties() -> None:
-    """What a plain ``gan-mn fit`` should not print: Lightning's tips, and torch's "No CUDA
-    runtime is found" (from its C++ extension loader, which Inductor imports)."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        if _NO_TIPS not in logging.getLogger(name).filters:
-            logging.getLogger(name).addFilter(_NO_TIPS)
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def _resume_path(cfg: Any) -> Path | None:
