@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # real processes
 def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
     # run as its docstring says: a script, benchmarks/ first on sys.path, from elsewhere

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from gan_mn.norm import MixtureNorm2d, SyncMixtureNorm2d
@@ -14,6 +15,7 @@ from gan_mn.training import load_run
 from tests.cli.common import EAGER_MN, ROOT, SMOKE
 
 
+@pytest.mark.slow  # real processes
 def test_two_process_fit_syncs_mn_logs_metrics_once_and_loads_in_one(tmp_path: Path) -> None:
     """MN in G, spectral norm in D (its vectors, buffers, stay the same on both ranks)."""
     cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", SMOKE, "--model.d_norm", "sn",

@@ -133,6 +133,7 @@ def assert_matches_reference(run: Path, reference: Path) -> None:
     assert len(losses(run)) == STEPS
 
 
+@pytest.mark.slow  # real processes
 def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
         data: Path, reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "smoke-seed0"
@@ -149,6 +150,7 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
     assert load(run / "last.ckpt")["train_seconds"] > killed["train_seconds"] > 0
 
 
+@pytest.mark.slow  # real processes
 @pytest.mark.parametrize(("step", "callback"), [
     # SIGTERM during step 10, which ends an epoch: a state Lightning's own stop would save
     # after closing the epoch, which resumes wrongly

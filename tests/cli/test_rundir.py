@@ -305,6 +305,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # real processes
 def test_a_run_loading_slowly_holds_its_directory(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The lock is taken before the data loads: a second run into the directory while the

@@ -85,6 +85,7 @@ def test_reference_statistics_are_cached(images: Tensor, tmp_path: Path) -> None
     assert any(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_batch_mode_leaves_the_generator_untouched(tmp_path: Path, images: Tensor) -> None:
     gen = DCGANGenerator(z_dim=4, channels=(8, 8, 8), norm="mn")
     gen.train()

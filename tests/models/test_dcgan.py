@@ -15,6 +15,7 @@ def _norm_types(model: nn.Module) -> list[type]:
                                                          nn.Identity))]
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_standard_shapes() -> None:
     g, d = DCGANGenerator(norm="mn"), DCGANDiscriminator(norm="mn")
     images = g(g.sample_latent(4))

@@ -17,6 +17,7 @@ OUT_TOL = {"atol": 2e-5, "rtol": 5e-5}
 SUM_TOL = {"atol": 1e-4, "rtol": 5e-5}
 
 
+@pytest.mark.slow  # compiles with Inductor
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("affine", [True, False])

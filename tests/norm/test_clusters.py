@@ -13,6 +13,7 @@ STDS = torch.tensor([1.0, 2.0, 0.5])
 FRACTIONS = [0.5, 0.3, 0.2]
 
 
+@pytest.mark.slow  # compiles with Inductor
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_clusters_come_out_standardised_per_component(
         memory_format: torch.memory_format) -> None:
@@ -39,6 +40,7 @@ def test_clusters_come_out_standardised_per_component(
         torch.testing.assert_close(mn.em_weight[owner], actual, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_running_mixture_is_the_average_of_the_cluster_statistics() -> None:
     mn = MixtureNorm2d(3, num_components=3, momentum=None)  # cumulative average
     means, variances = [], []

@@ -86,6 +86,7 @@ def test_gradcheck_through_the_posteriors() -> None:
     assert gradcheck(fn, (x, weight, bias), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_layer_option_differentiates_through_the_posteriors() -> None:
     """detach_posteriors=False on the layer: same forward, a different (fuller) gradient."""
     x = torch.randn(8, 4, 3, 3) * 2  # overlapping components: posteriors are soft

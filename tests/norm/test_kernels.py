@@ -80,6 +80,7 @@ def _assert_same(results: list[torch.Tensor], expected: list[torch.Tensor]) -> N
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # compiles with Inductor
 @pytest.mark.parametrize("memory_format", FORMATS)
 def test_inductor_matches_eager(memory_format: torch.memory_format) -> None:
     x, cases = _cases(memory_format)
@@ -198,6 +199,7 @@ def test_triton_on_cpu_without_the_interpreter_is_refused(monkeypatch: pytest.Mo
         MixtureNorm2d(4, kernels="triton")(torch.randn(2, 4, 2, 2))
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_without_a_compiler_fused_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine without a C++ compiler (Inductor's compiler set to a path that does not
     exist, its caches off so nothing compiled earlier is reused, and a kernel set that
@@ -229,6 +231,7 @@ def test_without_a_compiler_fused_falls_back_to_eager(monkeypatch: pytest.Monkey
     assert "No working C++ compiler" in messages[0]
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_layer_inside_a_compiled_model() -> None:
     """torch.compile of a whole model containing MN, seeding included, then the same
     steps as an eager copy of it (compiled code draws its own random numbers, so the

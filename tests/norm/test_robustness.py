@@ -38,6 +38,7 @@ def _assert_finite_state(mn: MixtureNorm2d) -> None:
 
 
 # (one sample and 5 components is refused: tests/norm/test_library_layer.py)
+@pytest.mark.slow  # compiles with Inductor
 @pytest.mark.parametrize(("case", "k"), [(case, k) for k in (1, 5) for case in CASES
                                          if (case, k) != ("single 1x1 sample", 5)])
 def test_degenerate_batches_stay_finite(case: str, k: int) -> None:
