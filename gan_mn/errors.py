@@ -7,9 +7,6 @@ catching ``ValueError`` keep working.
 
 from __future__ import annotations
 
-import argparse
-from typing import NoReturn
-
 
 class UserError(ValueError):
     """Something the user asked for cannot be done; the message says why, as is."""
@@ -17,11 +14,3 @@ class UserError(ValueError):
 
 class UsageError(UserError):
     """A command line that does not parse (``gan-mn CMD --help`` says what does)."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (``UsageError``) rather than the usage block and
-    an exit: the ``gan-mn`` entry point prints them as every other user error."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)

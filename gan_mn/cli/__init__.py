@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return sample_main(rest)
         if command == "compare":
-            from gan_mn.report.cli import compare_main
+            from gan_mn.cli.compare import compare_main
 
             return compare_main(rest)
         if command != "fit":

@@ -15,7 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gan_mn.errors import ArgumentParser, UserError
+from gan_mn.cli.args import ArgumentParser
+from gan_mn.errors import UserError
 from gan_mn.files import checkpoint_file, image_format, writable
 from gan_mn.metrics.protocol import MetricSettings
 

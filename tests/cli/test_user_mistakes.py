@@ -241,7 +241,7 @@ def test_evaluate_against_another_reference(run: Path, tmp_path: Path,
 
 def test_ctrl_c_outside_training_exits_130(monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    import gan_mn.report.cli as report_cli
+    import gan_mn.cli.compare as report_cli
 
     def interrupted(argv: list[str]) -> int:
         raise KeyboardInterrupt

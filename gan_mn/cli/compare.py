@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from gan_mn.errors import ArgumentParser
+from gan_mn.cli.args import ArgumentParser
 from gan_mn.report.analysis import build_report
 from gan_mn.report.render import write_report
 from gan_mn.report.runs import ReportError, RunLog, read_run
