@@ -41,7 +41,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("numerics", "layers", "counts", "syncs", "graph", "timings")
 
 
@@ -128,8 +127,6 @@ def timings(device: str, record: Any, rounds: int, reps: int) -> None:
     """Whole steps and layers, interleaved round by round (``norm_overhead.race``). On the
     CPU a tiny DCGAN and layers an eighth as wide, batch 8: that the code runs is all."""
     import torch
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from norm_overhead import LAYER_SHAPES, make_layer_step, make_model_step, race
 
     dev = torch.device(device)
@@ -243,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         a.rounds, a.reps = 1, 1
     else:
         os.environ.pop("TRITON_INTERPRET", None)
-    sys.path.insert(0, str(ROOT))  # the checkout, installed or not
-    import gpu_check_kernels as kernels
+    import gpu_check_kernels as kernels  # (beside this script, first on sys.path)
     import torch
 
     if a.device == "cuda" and not torch.cuda.is_available():

@@ -3,10 +3,8 @@ and sync counts (see that file for the command and what each check requires)."""
 
 from __future__ import annotations
 
-import sys
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +17,6 @@ from gan_mn.norm.functional import EMSettings, MixtureNormFunction, MixtureState
 from gan_mn.norm.gmm import Mixture
 from gan_mn.norm.kernels import EAGER, TRITON
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS: list[dict[str, Any]] = []
 
 
@@ -274,8 +271,10 @@ def check_counts(device: str) -> None:
             record("counts", what, "needs CUDA")
         return
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from norm_overhead import make_model_step
+    try:  # run by gpu_check.py: benchmarks/ is first on sys.path
+        from norm_overhead import make_model_step
+    except ImportError:  # imported as benchmarks.gpu_check_kernels (the tests)
+        from benchmarks.norm_overhead import make_model_step
 
     waits = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
              "cudaMemcpy")

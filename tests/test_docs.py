@@ -18,7 +18,7 @@ from gan_mn.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-SUBCOMMANDS = ("fit", "evaluate", "sample", "compare")
+SUBCOMMANDS = ("fit", "evaluate", "sample", "compare", "study")
 
 
 def _anchor(heading: str) -> str:
@@ -80,9 +80,11 @@ def test_every_readme_command_names_what_exists() -> None:
             assert sub in SUBCOMMANDS, words
             if "-c" in words:
                 assert (ROOT / words[words.index("-c") + 1]).is_file(), words
-            known = _help(sub)
-            for option in _options(words[2:]):
-                assert re.search(re.escape(option) + r"\b", known), (option, words)
+            split = words.index("--") if "--" in words else len(words)  # then fit's options
+            for option in _options(words[2:split]):
+                assert re.search(re.escape(option) + r"\b", _help(sub)), (option, words)
+            for option in _options(words[split + 1:]):
+                assert re.search(re.escape(option) + r"\b", _help("fit")), (option, words)
             checked += 1
         elif words[0] == "python" and words[1].startswith("benchmarks/"):
             script = ROOT / words[1]

@@ -1,4 +1,5 @@
-"""The ``gan-mn`` command: ``fit`` (LightningCLI) and ``evaluate``, ``sample``, ``compare``.
+"""The ``gan-mn`` command: ``fit`` (LightningCLI) and ``evaluate``, ``sample``, ``compare``,
+``study``.
 
 Errors the user can fix (``UserError``: bad data, settings, checkpoints, paths; and the
 file-system errors a user causes) end with one line on stderr and exit status 2, not a
@@ -13,13 +14,14 @@ import os
 import sys
 from argparse import ArgumentError
 
-COMMANDS = ("fit", "evaluate", "sample", "compare")
-USAGE = """usage: gan-mn {fit,evaluate,sample,compare} ...
+COMMANDS = ("fit", "evaluate", "sample", "compare", "study")
+USAGE = """usage: gan-mn {fit,evaluate,sample,compare,study} ...
 
   fit -c CONFIG [--key value ...]  train (LightningCLI; `gan-mn fit --help` lists every key)
   evaluate CKPT [options]          IS/FID/KID/PRC of a checkpoint with torch-fidelity
   sample CKPT --num N --out F.png  generate a grid, or --out-dir DIR of PNGs
   compare RUN_DIR ... --out DIR    BN-vs-MN convergence report from run logs
+  study --out DIR --data-root D    train every group x seed of a study (resumable)
 """
 
 
@@ -76,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             from gan_mn.cli.compare import compare_main
 
             return compare_main(rest)
+        if command == "study":
+            from gan_mn.cli.study import study_main
+
+            return study_main(rest)
         if command != "fit":
             print(f"gan-mn: error: unknown command {command!r}; the commands are "
                   f"{', '.join(COMMANDS)} (`gan-mn --help`)", file=sys.stderr)

@@ -1,0 +1,200 @@
+"""``gan-mn study``: a BN-vs-MN convergence study, every group x seed as a ``gan-mn fit``
+run, in ``OUT/runs/<group>-seed<S>/``; ``gan-mn compare OUT/runs/* --out OUT`` reports it.
+
+Resumable: a run that reached ``--steps`` is skipped, one that stopped early continues
+from its ``last.ckpt``; run the same command again after a kill. A run another process is
+training (its run directory's lock, :class:`gan_mn.cli.rundir.RunLock`) is skipped. Each
+launch is appended to ``OUT/manifest.json``: the command, the code version (git commit),
+package versions, the machine, start and end, and what each run did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from gan_mn.cli.args import ArgumentParser
+from gan_mn.errors import UserError
+from gan_mn.files import atomic_write
+from gan_mn.report.runs import metrics_rows, steps_done
+
+# group -> (config, extra `gan-mn fit` options); each group's label is its name
+GROUPS: dict[str, tuple[str, list[str]]] = {
+    "bn": ("dcgan_bn.yaml", []),
+    "mn-g": ("dcgan_mn.yaml", []),  # K=3, one warm-started EM iteration per batch
+    "mn-gd": ("dcgan_mn_gd.yaml", []),
+    "mn-g-k2": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 2}}"]),
+    "mn-g-k5": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 5}}"]),
+    "mn-g-em3": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {em_iters: 3}}"]),
+    # SNGAN's families: spectral norm in D, hinge loss, 5 D steps per G step (the configs)
+    "sngan-bn": ("sngan_bn.yaml", []),
+    "sngan-mn-g": ("sngan_mn.yaml", []),
+    "sngan-mn-g-k5": ("sngan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 5}}"]),
+    "resnet-bn": ("resnet_bn.yaml", []),
+    "resnet-mn-g": ("resnet_mn.yaml", []),
+}
+# the repository's configs, wherever the command runs from
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="gan-mn study", description=(
+        "Train every group x seed of a BN-vs-MN study (resumable); options after -- go "
+        "to every `gan-mn fit`."))
+    p.add_argument("--out", required=True, help="study directory (runs/, logs/, manifest)")
+    p.add_argument("--dataset", default="imagefolder", choices=("imagefolder", "cifar10"))
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--extractor", default="inception-v3-compat",
+                   help="torch-fidelity extractor (cifar10-proxy is built in and offline)")
+    p.add_argument("--plugin", default=None, help="extractor plugin file or module")
+    p.add_argument("--cache-dir", default="~/.cache/gan-mn/fidelity")
+    p.add_argument("--groups", nargs="+", default=["bn", "mn-g"], choices=sorted(GROUPS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--num-samples", type=int, default=2000)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--parallel", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1),
+                   help="torch threads per run (default: every core)")
+    return p
+
+
+def study_main(argv: list[str]) -> int:
+    split = argv.index("--") if "--" in argv else len(argv)
+    a = parser().parse_args(argv[:split])
+    a.extra = argv[split + 1:]
+    for name in ("steps", "eval_every", "num_samples", "checkpoint_every", "parallel",
+                 "threads"):
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got "
+                            f"{getattr(a, name)}")
+    configs = sorted({GROUPS[g][0] for g in a.groups})
+    missing = [c for c in configs if not (CONFIGS / c).is_file()]
+    if missing:
+        raise UserError(f"the configs {', '.join(missing)} are not in {CONFIGS}: run "
+                        "gan-mn study from a clone of the repository")
+    jobs = [(g, s) for s in a.seeds for g in a.groups]  # seed-major: partial studies balance
+    started = _now()
+    with ThreadPoolExecutor(max_workers=a.parallel) as pool:
+        lines = list(pool.map(lambda job: run_one(a, *job), jobs))
+    for line in lines:
+        print(line, flush=True)
+    record_launch(Path(a.out), argv, started, lines)
+    return 0 if not any("FAILED" in line for line in lines) else 1
+
+
+def finished_step(run_dir: Path) -> int:
+    """The run's step: from last.ckpt, or for a committed run (checkpoints are not
+    committed) the last step its metrics.csv logged; -1 if it has neither."""
+    import torch
+    import yaml
+
+    last = run_dir / "last.ckpt"
+    if not last.is_file():
+        metrics = run_dir / "metrics.csv"
+        if not metrics.is_file():
+            return -1
+        config = run_dir / "config.yaml"
+        model = ((yaml.safe_load(config.read_text()) or {}).get("model") or {}) \
+            if config.is_file() else {}
+        d_steps = int(model.get("d_steps") or 1)
+        steps = [s for r in metrics_rows(metrics) if (s := steps_done(r, d_steps)) is not None]
+        return max(steps, default=-1)
+    try:
+        return int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+                   .get("global_step", 0))
+    except Exception:  # unreadable: treat as not started (checkpoints are written atomically)
+        return -1
+
+
+def command(a: argparse.Namespace, group: str, seed: int, run_dir: Path) -> list[str]:
+    """The ``gan-mn fit`` of one run: its group's config and options, the study's
+    schedule, and a resume (or a clean start of a run killed before its first
+    checkpoint)."""
+    config, options = GROUPS[group]
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", str(CONFIGS / config), *options,
+           "--model.label", group, "--seed_everything", str(seed),
+           "--trainer.max_steps", str(a.steps), "--data.dataset", a.dataset,
+           "--data.root", a.data_root, "--metrics.every_n_steps", str(a.eval_every),
+           "--metrics.num_samples", str(a.num_samples), "--metrics.feature_extractor",
+           a.extractor, "--metrics.cache_dir", a.cache_dir,
+           "--model.sample_every_n_steps", str(a.steps),
+           "--checkpoint.every_n_train_steps", str(a.checkpoint_every),
+           "--output_dir", str(run_dir.parent), "--run_name", run_dir.name,
+           "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
+           "--trainer.enable_model_summary", "false", *a.extra]
+    if a.plugin:
+        cmd += ["--metrics.extractor_plugin", a.plugin]
+    if (run_dir / "last.ckpt").is_file():
+        cmd += ["--ckpt_path", "last"]
+    elif run_dir.is_dir() and any(p.name != ".lock" for p in run_dir.iterdir()):
+        cmd += ["--overwrite", "true"]  # killed before its first checkpoint
+    return cmd
+
+
+def run_one(a: argparse.Namespace, group: str, seed: int) -> str:
+    from gan_mn.cli.rundir import RunError, RunLock
+
+    run_dir = Path(a.out) / "runs" / f"{group}-seed{seed}"
+    done = finished_step(run_dir)
+    if done >= a.steps:
+        return f"{run_dir.name}: already at step {done}"
+    lock = RunLock(run_dir)  # the run's own lock, as fit takes it: is someone training it?
+    try:
+        lock.acquire()
+    except RunError:
+        return f"{run_dir.name}: skipped, another process is training it"
+    lock.release(remove_if_unused=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    log_file = Path(a.out) / "logs" / f"{run_dir.name}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(log_file, "a") as log:
+        rc = subprocess.call(command(a, group, seed, run_dir), env=env, stdout=log,
+                             stderr=subprocess.STDOUT)
+    status = "ok" if rc == 0 else f"FAILED (exit {rc}, see {log_file})"
+    return f"{run_dir.name}: {status} in {time.time() - start:.0f} s"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def record_launch(out: Path, argv: list[str], started: str, lines: list[str]) -> None:
+    """Append this launch to ``OUT/manifest.json``; a study's README is written from it."""
+    import torch
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=CONFIGS.parent, capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {"launches": []}
+    packages = {}
+    for name in ("gan-mn", "torch", "lightning", "torch-fidelity", "numpy", "scipy"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    manifest["launches"].append({
+        "command": ["gan-mn", "study", *argv],
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain")),
+        "packages": packages, "python": sys.version.split()[0],
+        "machine": {"cpus": os.cpu_count(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                    else None},
+        "started": started, "finished": _now(), "runs": lines})
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
