@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, SMOKE, step_of
-from tests.fakes import TINY_EXTRACTOR, write_cifar10, write_image_folder
+from tests.helpers.cli import EAGER_MN, SMOKE, step_of
+from tests.helpers.fakes import TINY_EXTRACTOR, write_cifar10, write_image_folder
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

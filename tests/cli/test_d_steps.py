@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from gan_mn.cli import main
-from tests.cli.common import SMOKE
+from tests.helpers.cli import SMOKE
 
 
 def test_the_d_g_cycle_runs_across_epochs(tmp_path: Path) -> None:

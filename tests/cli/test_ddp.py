@@ -12,7 +12,7 @@ import torch
 
 from gan_mn.norm import MixtureNorm2d, SyncMixtureNorm2d
 from gan_mn.training import load_run
-from tests.cli.common import EAGER_MN, ROOT, SMOKE
+from tests.helpers.cli import EAGER_MN, ROOT, SMOKE
 
 
 @pytest.mark.slow  # real processes
@@ -23,11 +23,11 @@ def test_two_process_fit_syncs_mn_logs_metrics_once_and_loads_in_one(tmp_path: P
            "--trainer.accelerator", "cpu", "--trainer.max_steps", "6",
            "--trainer.log_every_n_steps", "1", "--output_dir", str(tmp_path / "runs"),
            *EAGER_MN,
-           "--trainer.callbacks+=tests.callbacks.RecordNorms",
+           "--trainer.callbacks+=tests.helpers.callbacks.RecordNorms",
            "--trainer.callbacks.init_args.path", str(tmp_path / "norms"),
            "--metrics.every_n_steps", "3", "--metrics.num_samples", "20",
            "--metrics.feature_extractor", "tiny-test",
-           "--metrics.extractor_plugin", "tests.tiny_extractor",
+           "--metrics.extractor_plugin", "tests.helpers.tiny_extractor",
            "--metrics.cache_dir", str(tmp_path / "cache"), "--wandb.mode", "offline",
            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, SMOKE
+from tests.helpers.cli import EAGER_MN, SMOKE
 
 # 6 steps: off smoke.yaml's checkpoint schedule (every 10), so last.ckpt is saved again
 # after the EMA callback has put the average into the model at the end of training

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, ROOT, SMOKE
-from tests.fakes import write_image_folder
+from tests.helpers.cli import EAGER_MN, ROOT, SMOKE
+from tests.helpers.fakes import write_image_folder
 
 STEPS = 24
 # 40 images in batches of 8: an epoch is 5 steps, so runs cross epochs and are killed
@@ -137,7 +137,7 @@ def assert_matches_reference(run: Path, reference: Path) -> None:
 def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
         data: Path, reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "smoke-seed0"
-    proc = start(data, tmp_path, "--trainer.callbacks+=tests.callbacks.SlowDown")
+    proc = start(data, tmp_path, "--trainer.callbacks+=tests.helpers.callbacks.SlowDown")
     wait_for(run / "last.ckpt", proc)
     time.sleep(0.7)  # somewhere after step 4's checkpoint, maybe inside the next save
     proc.send_signal(signal.SIGKILL)
@@ -162,7 +162,7 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(
 def test_sigterm_and_ctrl_c_save_a_final_checkpoint(data: Path, reference: Path, tmp_path: Path,
                                                    step: int, callback: str) -> None:
     run = tmp_path / "smoke-seed0"
-    proc = start(data, tmp_path, f"--trainer.callbacks+=tests.callbacks.{callback}",
+    proc = start(data, tmp_path, f"--trainer.callbacks+=tests.helpers.callbacks.{callback}",
                  "--trainer.callbacks.init_args.step", str(step))
     rc, err = finish(proc)
     assert rc == 143, err[-3000:]
@@ -178,7 +178,7 @@ def test_sigterm_and_ctrl_c_save_a_final_checkpoint(data: Path, reference: Path,
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
         data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "smoke-seed0"
-    assert fit_here(data, tmp_path, "--trainer.callbacks+=tests.callbacks.PoisonAt",
+    assert fit_here(data, tmp_path, "--trainer.callbacks+=tests.helpers.callbacks.PoisonAt",
                     "--trainer.callbacks.init_args.step", "6") == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("gan-mn: error:")]
@@ -194,7 +194,7 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
 
 def test_non_finite_before_any_checkpoint_gives_no_resume_hint(
         data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = fit_here(data, tmp_path, "--trainer.callbacks+=tests.callbacks.PoisonAt",
+    rc = fit_here(data, tmp_path, "--trainer.callbacks+=tests.helpers.callbacks.PoisonAt",
                   "--trainer.callbacks.init_args.step", "1")
     errors = [line for line in capsys.readouterr().err.splitlines()
               if line.startswith("gan-mn: error:")]
@@ -272,7 +272,7 @@ def bad_input_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "a_file").write_text("")
     images = write_image_folder(tmp / "images", n=20, size=32)
     metrics = ["--metrics.every_n_steps", "2", "--metrics.feature_extractor", "tiny-test",
-               "--metrics.extractor_plugin", "tests.tiny_extractor"]
+               "--metrics.extractor_plugin", "tests.helpers.tiny_extractor"]
     return {
         "unknown key": (["--model.no_such_key", "1"], "no_such_key"),
         "missing config": (["-c", str(tmp / "nope.yaml")], "nope.yaml"),
@@ -332,7 +332,7 @@ def test_console_script_answers_bad_input_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "gan-mn: error: unknown command 'fti'; the commands are fit, evaluate, sample, "
-        "compare (`gan-mn --help`)"]
+        "compare, study (`gan-mn --help`)"]
 
 
 def test_missing_config_file_is_one_line(tmp_path: Path,

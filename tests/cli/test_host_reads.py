@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, SMOKE
-from tests.reads import HostReads
+from tests.helpers.cli import EAGER_MN, SMOKE
+from tests.helpers.reads import HostReads
 
 RECORDED: list[tuple[HostReads, list[torch.Tensor]]] = []
 

@@ -10,8 +10,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, SMOKE
-from tests.reads import OpLog
+from tests.helpers.cli import EAGER_MN, SMOKE
+from tests.helpers.reads import OpLog
 
 RUN = ["--trainer.max_steps", "9", "--trainer.log_every_n_steps", "4",
        "--model.sample_every_n_steps", "0", *EAGER_MN, "--trainer.enable_progress_bar",

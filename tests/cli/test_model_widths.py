@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, SMOKE, error
+from tests.helpers.cli import EAGER_MN, SMOKE, error
 
 QUIET = [*EAGER_MN, "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false"]
 

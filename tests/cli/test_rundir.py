@@ -19,7 +19,7 @@ import yaml
 
 from gan_mn.cli import main
 from gan_mn.cli.rundir import RunLock
-from tests.cli.common import EAGER_MN, ROOT, SMOKE, error, step_of
+from tests.helpers.cli import EAGER_MN, ROOT, SMOKE, error, step_of
 
 FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
         "--model.sample_every_n_steps", "0",
@@ -178,10 +178,10 @@ def test_train_seconds_count_training_steps_only(tmp_path: Path,
     import types
 
     import gan_mn.training.module as module
-    from tests.callbacks import SlowClock
+    from tests.helpers.callbacks import SlowClock
 
     monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=SlowClock.perf_counter))
-    assert fit(tmp_path, "--trainer.callbacks+=tests.callbacks.SlowEvaluation") == 0
+    assert fit(tmp_path, "--trainer.callbacks+=tests.helpers.callbacks.SlowEvaluation") == 0
     rows = (tmp_path / "smoke-seed0" / "metrics.csv").read_text().splitlines()
     column = rows[0].split(",").index("time/train_seconds")
     seconds = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
@@ -310,7 +310,7 @@ def test_a_run_loading_slowly_holds_its_directory(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The lock is taken before the data loads: a second run into the directory while the
     first is still loading is refused, and the first trains alone."""
-    from tests.fakes import write_image_folder
+    from tests.helpers.fakes import write_image_folder
 
     data = write_image_folder(tmp_path / "images", n=20, size=32)
     args = ["fit", "-c", SMOKE, "--output_dir", str(tmp_path / "out"), *FAST,

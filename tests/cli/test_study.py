@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from gan_mn.cli import main
-from tests.cli.common import error
-from tests.fakes import write_image_folder
-
-TINY = str(Path(__file__).resolve().parents[1] / "tiny_extractor.py")
+from tests.helpers.cli import error
+from tests.helpers.fakes import TINY_EXTRACTOR as TINY
+from tests.helpers.fakes import write_image_folder
 
 
 @pytest.mark.slow  # real processes

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from gan_mn.cli import main
-from tests.cli.common import EAGER_MN, SMOKE, error
-from tests.fakes import write_image_folder
+from tests.helpers.cli import EAGER_MN, SMOKE, error
+from tests.helpers.fakes import write_image_folder
 
 FAST = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1",
         "--model.sample_every_n_steps", "0", *EAGER_MN, "--wandb.mode", "disabled",
@@ -165,7 +165,7 @@ def test_steps_of_every_row_are_generator_steps_and_monotonic(tmp_path: Path) ->
     wandb receives too): no 40, 40, 39."""
     import csv
 
-    from tests.fakes import TINY_EXTRACTOR
+    from tests.helpers.fakes import TINY_EXTRACTOR
 
     assert main(["fit", "-c", SMOKE, "--output_dir", str(tmp_path), *FAST,
                  "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "2",
@@ -221,7 +221,7 @@ def test_evaluate_against_another_reference(run: Path, tmp_path: Path,
     from gan_mn.metrics import MetricSettings
     from gan_mn.metrics.fidelity import compute_metrics
     from gan_mn.training import load_run
-    from tests.fakes import TINY_EXTRACTOR
+    from tests.helpers.fakes import TINY_EXTRACTOR
 
     other = write_image_folder(tmp_path / "other", n=30, size=40)
     settings = MetricSettings(num_samples=20, feature_extractor="tiny-test",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gan_mn.data import DataError, GANDataModule, load_cifar10, load_image_folder
-from tests.fakes import write_cifar10, write_image_folder
+from tests.helpers.fakes import write_cifar10, write_image_folder
 
 
 def test_cifar10_on_disk_format(tmp_path: Path) -> None:

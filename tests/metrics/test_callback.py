@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger
 from gan_mn.data import GANDataModule
 from gan_mn.metrics import FidelityCallback
 from gan_mn.training import GAN
-from tests.fakes import TINY_EXTRACTOR
+from tests.helpers.fakes import TINY_EXTRACTOR
 
 
 def test_callback_logs_fid_and_isc_and_restores_train_mode(tmp_path: Path) -> None:

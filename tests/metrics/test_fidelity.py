@@ -13,7 +13,7 @@ from gan_mn.data import UInt8Images
 from gan_mn.metrics import MetricsError, MetricSettings, Protocol, compute_metrics, load_plugin
 from gan_mn.metrics.fidelity import generate
 from gan_mn.models import DCGANGenerator
-from tests.fakes import TINY_EXTRACTOR, smooth_images
+from tests.helpers.fakes import TINY_EXTRACTOR, smooth_images
 
 EXTRACTOR = "tiny-test"
 

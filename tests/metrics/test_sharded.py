@@ -16,7 +16,7 @@ from gan_mn.data import UInt8Images
 from gan_mn.metrics import MetricSettings, Protocol, compute_metrics, load_plugin
 from gan_mn.metrics.sharded import compute_metrics_sharded
 from gan_mn.models import DCGANGenerator
-from tests.fakes import TINY_EXTRACTOR, smooth_images
+from tests.helpers.fakes import TINY_EXTRACTOR, smooth_images
 
 METRICS = ("isc", "fid", "kid", "prc")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gan_mn.norm import MixtureNorm2d
-from tests.norm.activations import clustered
+from tests.helpers.activations import clustered
 
 CENTRES = torch.tensor([[-20.0, 0.0, 5.0], [0.0, 20.0, -5.0], [20.0, -10.0, 0.0]])
 STDS = torch.tensor([1.0, 2.0, 0.5])

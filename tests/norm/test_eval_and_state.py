@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gan_mn.norm import MixtureNorm2d, standing_statistics
-from tests.norm.activations import clustered
+from tests.helpers.activations import clustered
 
 CENTRES = torch.tensor([[-6.0, 0.0], [0.0, 6.0], [6.0, -3.0]])
 STDS = torch.tensor([1.0, 1.5, 0.7])

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from gan_mn.norm import MixtureNorm2d, SyncMixtureNorm2d, revert_sync
-from tests.norm.activations import clustered
+from tests.helpers.activations import clustered
 
 CASES = {  # name: (num_components, detach_posteriors, seeded, channels_last)
     "k3": (3, True, True, False),

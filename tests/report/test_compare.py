@@ -10,7 +10,7 @@ import pytest
 
 from gan_mn.cli import main
 from gan_mn.report import build_report, read_run
-from tests.report.common import FID, ISC, write_run
+from tests.helpers.report import FID, ISC, write_run
 
 STEPS = (100, 200, 300, 400)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gan_mn.cli import main
-from tests.cli.common import error
-from tests.report.common import FID, write_run
+from tests.helpers.cli import error
+from tests.helpers.report import FID, write_run
 
 
 def _compare(*args: str) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gan_mn.cli import main
-from tests.report.common import FID, write_run
+from tests.helpers.report import FID, write_run
 
 LAYERS = ("generator.net.1", "generator.net.4")
 

@@ -10,7 +10,7 @@ import pytest
 
 from gan_mn.cli import main
 from gan_mn.report import build_report, read_run
-from tests.report.common import write_run
+from tests.helpers.report import write_run
 
 LEAD_STEPS = (100, 200, 300, 400, 500, 600)
 

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from gan_mn.data import GANDataModule
 from gan_mn.training import EMA, GAN
 from gan_mn.training.step import CapturedStep
-from tests.reads import HostReads
+from tests.helpers.reads import HostReads
 
 TINY = {"z_dim": 8, "g_channels": (16, 8, 4), "d_channels": (4, 8, 16),
         "sample_every_n_steps": 0, "norm_kwargs": {"mn": {"kernels": "eager"}}}
