@@ -15,19 +15,23 @@ from gan_mn.report.diagnostics import FIELDS
 
 
 @contextmanager
-def _figure(path: Path, legend_size: float | None = None) -> Iterator[Any]:
-    """The axes of one plot (headless matplotlib); on exit the grid, the legend, and the
-    PNG written atomically."""
+def _figure(path: Path, legend_size: float | None = None, rows: int = 1) -> Iterator[Any]:
+    """The axes of one plot, or of ``rows`` plots on one step axis (headless
+    matplotlib); on exit the grids, the legend (on the first), and the PNG written
+    atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, axes = plt.subplots(rows, 1, figsize=(6.4, 4.2 if rows == 1 else 2.8 * rows),
+                             sharex=True, squeeze=False)
+    axes = list(axes[:, 0])
     try:
-        yield ax
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=legend_size)
+        yield axes[0] if rows == 1 else axes
+        for ax in axes:
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=legend_size)
         fig.tight_layout()
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     finally:
@@ -110,14 +114,8 @@ def plot_diagnostics(report: Report, path: Path) -> None:
     """For each group with MN diagnostics: its FID gap to the reference, the effective
     number of components and the posterior entropy (means over its MN layers; seed mean
     with a +-1 sample-std band) on one step axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = report.summary
-    fig, axes = plt.subplots(3, 1, figsize=(6.4, 8.4), sharex=True)
-    try:
+    with _figure(path, legend_size=8, rows=3) as axes:
         for label, diag in sorted(s["diagnostics"].items()):
             lead = s["lead"].get(label)
             line, = axes[0].plot(lead["steps"] if lead else [], lead["gap"] if lead else [],
@@ -134,10 +132,3 @@ def plot_diagnostics(report: Report, path: Path) -> None:
         axes[1].set_ylabel("effective components")
         axes[2].set_ylabel("posterior entropy / log K")
         axes[2].set_xlabel("generator step")
-        for ax in axes:
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    finally:
-        plt.close(fig)
