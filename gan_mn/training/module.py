@@ -273,14 +273,16 @@ class GAN(pl.LightningModule):
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A run that trained with an EMA callback keeps its averaged weights in
-        ``state_dict`` and the live ones in ``current_model_state``. Resumed without
-        such a callback, it trains on from the live weights, the ones its optimiser
-        moments belong to (not from the average)."""
+        ``state_dict`` and the live ones in ``current_model_state``. Resumed by a
+        Trainer without such a callback, it trains on from the live weights, the ones its
+        optimiser moments belong to (not from the average); loaded without a Trainer
+        (``load_from_checkpoint``), it keeps the average."""
         self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
         self._update, self._captured = None, None  # the optimisers' state is replaced
         trainer = self._trainer
-        averaging = trainer is not None and any(isinstance(cb, WeightAveraging)
-                                                for cb in trainer.callbacks)
+        if trainer is None:  # loaded to sample or evaluate: the averaged weights, as saved
+            return
+        averaging = any(isinstance(cb, WeightAveraging) for cb in trainer.callbacks)
         if "current_model_state" in checkpoint and not averaging:
             rank_zero_warn("the checkpoint was trained with an EMA callback, which this run "
                            "does not have: training continues from the live weights and "

@@ -44,6 +44,12 @@ def test_the_final_checkpoint_holds_the_live_weights(runs: tuple[Path, Path]) ->
     assert ema["global_step"] == 6
     assert _same(ema["current_model_state"], plain["state_dict"])  # the live weights
     assert not _same(ema["state_dict"], plain["state_dict"])  # the average
+    # loaded without a Trainer (to sample from), the model holds the average
+    from gan_mn.training import GAN
+
+    loaded = GAN.load_from_checkpoint(runs[0] / "smoke-seed0" / "last.ckpt",
+                                      map_location="cpu")
+    assert _same(loaded.state_dict(), ema["state_dict"])
 
 
 def test_a_resume_without_the_ema_trains_on_from_the_live_weights(
