@@ -9,6 +9,7 @@ unless given, so the same command finds its run again with ``--ckpt_path last``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from inspect import signature
 from pathlib import Path
@@ -47,21 +48,24 @@ from gan_mn.training.finite_watch import NonFiniteError
 from gan_mn.training.preemption import PreemptionCheckpoint
 from gan_mn.training.rng_state import RNGState
 
+log = logging.getLogger(__name__)
+
 
 class RunConfig(SaveConfigCallback):
     """Writes ``config.yaml`` when training starts, which for a resume is after the
     checkpoint has loaded: a resume that fails leaves the run's config as it was. Also
     records what the resume changed in ``resumes.jsonl``.
 
-    The config holds paths as the user gave them: the directories derived from
-    ``--output_dir`` and ``--run_name`` (``derived``) are written as null, so that a run
+    The config holds what the user gave: the directories derived from ``--output_dir``
+    and ``--run_name`` are written as null, ``cuda_graph: auto`` as ``auto`` (``derived``:
+    each key with the value to write), so that a run
     directory copied elsewhere names no path of the machine it came from."""
 
     def __init__(self, *args: Any, changes: dict[str, Any] | None = None,
-                 derived: tuple[str, ...] = (), **kwargs: Any) -> None:
+                 derived: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.changes = changes
-        self.config = as_saved(self.config, derived)
+        self.config = as_saved(self.config, derived or {})
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -84,11 +88,11 @@ class RunConfig(SaveConfigCallback):
             record_resume(Path(trainer.log_dir or "."), trainer.global_step, self.changes)
 
 
-def as_saved(config: Any, derived: tuple[str, ...]) -> Any:
-    """``config`` as ``config.yaml`` records it: the ``derived`` keys null."""
+def as_saved(config: Any, derived: dict[str, Any]) -> Any:
+    """``config`` as ``config.yaml`` records it: the ``derived`` keys as given there."""
     saved = config.clone()
-    for key in derived:
-        saved[key] = None
+    for key, value in derived.items():
+        saved[key] = value
     return saved
 
 
@@ -161,8 +165,11 @@ class GANCLI(LightningCLI):
             else f"{cfg.model.arch}-"
         cfg.run_name = cfg.run_name or f"{family}{label}-seed{cfg.seed_everything}"
         run_dir = Path(cfg.output_dir) / cfg.run_name
-        derived = ("trainer.default_root_dir",
-                   *(("checkpoint.dirpath",) if cfg.checkpoint.dirpath is None else ()))
+        derived: dict[str, Any] = {"trainer.default_root_dir": None}
+        if cfg.checkpoint.dirpath is None:
+            derived["checkpoint.dirpath"] = None
+        if cfg.model.cuda_graph == "auto":
+            derived["model.cuda_graph"] = "auto"
         self.save_config_kwargs["derived"] = derived
         cfg.trainer.default_root_dir = str(run_dir)
         if cfg.checkpoint.dirpath is None:
@@ -348,19 +355,28 @@ def _check_settings(cfg: Any) -> None:
     on_cpu = str(cfg.trainer.accelerator) == "cpu" or not torch.cuda.is_available()
     if kernels == "triton" and on_cpu and os.environ.get("TRITON_INTERPRET") != "1":
         raise RunError("MN kernels='triton' needs a CUDA GPU; use kernels='auto' here")
-    if cfg.model.cuda_graph:
-        _check_cuda_graph(cfg, on_cpu)
+    if cfg.model.cuda_graph == "auto":
+        obstacle = _graph_obstacle(cfg, on_cpu)
+        if obstacle is None and cfg.model.d_steps != 1:
+            obstacle = (f"{cfg.model.d_steps} D steps per G step", "")
+        cfg.model.cuda_graph = obstacle is None
+        log.info("cuda_graph auto: %s", "capturing the training step as a CUDA graph"
+                 if obstacle is None else f"running eagerly ({obstacle[0]})")
+    elif cfg.model.cuda_graph and (obstacle := _graph_obstacle(cfg, on_cpu)) is not None:
+        raise RunError(obstacle[1])
 
 
-def _check_cuda_graph(cfg: Any, on_cpu: bool) -> None:
-    """What a captured step cannot do, refused before anything is written."""
+def _graph_obstacle(cfg: Any, on_cpu: bool) -> tuple[str, str] | None:
+    """Why the training step cannot be captured as a CUDA graph here: a short reason and
+    the one-line refusal of ``--model.cuda_graph true``; None if it can."""
     trainer = cfg.trainer
     if on_cpu:
-        raise RunError("--model.cuda_graph true needs a CUDA GPU (it captures the training "
-                       "step as a CUDA graph); leave it off on this machine")
+        return ("no CUDA GPU", "--model.cuda_graph true needs a CUDA GPU (it captures the "
+                "training step as a CUDA graph); leave it off on this machine")
     if str(trainer.precision) not in ("None", "32", "32-true"):
-        raise RunError(f"--model.cuda_graph true runs in float32 only (--trainer.precision "
-                       f"32-true), got {trainer.precision}")
+        return (f"precision {trainer.precision}, not float32",
+                f"--model.cuda_graph true runs in float32 only (--trainer.precision "
+                f"32-true), got {trainer.precision}")
     devices = trainer.devices
     many = (isinstance(devices, int) and devices > 1) or \
         (isinstance(devices, (list, tuple)) and len(devices) > 1) or \
@@ -368,8 +384,9 @@ def _check_cuda_graph(cfg: Any, on_cpu: bool) -> None:
         (isinstance(devices, str) and devices.isdigit() and int(devices) > 1) or \
         (trainer.num_nodes or 1) > 1
     if many or "ddp" in str(trainer.strategy) or "fsdp" in str(trainer.strategy):
-        raise RunError("--model.cuda_graph true trains on one GPU in one process: set "
-                       "--trainer.devices 1 (DDP is not supported with it)")
+        return ("more than one GPU or process", "--model.cuda_graph true trains on one GPU "
+                "in one process: set --trainer.devices 1 (DDP is not supported with it)")
+    return None
 
 
 def _check_writable(run_dir: Path) -> None:

@@ -103,7 +103,9 @@ class GAN(pl.LightningModule):
             backward as one CUDA graph after three eager steps and replay it every step
             (:class:`~gan_mn.training.step.CapturedStep`; Adam becomes ``capturable``).
             One D step per G step, one process, float32. On a CPU the same step runs
-            eagerly on fixed buffers (it equals the plain step bit for bit).
+            eagerly on fixed buffers (it equals the plain step bit for bit). ``auto``
+            (resolved by ``gan-mn fit``): capture where these allow, else run eagerly and
+            say why in one line.
     """
 
     def __init__(self, label: str | None = None,
@@ -115,7 +117,7 @@ class GAN(pl.LightningModule):
                  loss: LossKind = "ns", lr_g: float = 2e-4, lr_d: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), d_steps: int = 1,
                  sample_every_n_steps: int = 500, num_grid_samples: int = 64,
-                 image_size: int = 32, cuda_graph: bool = False) -> None:
+                 image_size: int = 32, cuda_graph: bool | Literal["auto"] = False) -> None:
         super().__init__()
         if loss not in LOSS_KINDS:
             raise UserError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
@@ -127,6 +129,9 @@ class GAN(pl.LightningModule):
             raise UserError(f"betas must be two numbers in [0, 1), got {list(betas)}")
         if sample_every_n_steps < 0 or num_grid_samples < 1:
             raise UserError("sample_every_n_steps must be >= 0 and num_grid_samples >= 1")
+        if cuda_graph == "auto":
+            raise UserError("cuda_graph 'auto' is resolved by gan-mn fit from the trainer's "
+                            "settings; pass True or False to the module itself")
         if cuda_graph and d_steps != 1:
             raise UserError(f"cuda_graph captures one D step per G step: it needs d_steps 1, "
                             f"got {d_steps}")
