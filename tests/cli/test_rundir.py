@@ -189,18 +189,6 @@ def test_train_seconds_count_training_steps_only(tmp_path: Path,
     assert seconds[-1] < 100, seconds  # counting the callbacks, it would be > 300
 
 
-def test_wandb_run_is_self_describing(tmp_path: Path) -> None:
-    """The offline wandb run holds the whole resolved config, the setting as its group and
-    the norms as tags (read from wandb's own record file)."""
-    args = [a for a in FAST if a not in ("--wandb.mode", "disabled")]
-    assert main(["fit", "-c", SMOKE, "--output_dir", str(tmp_path), *args,
-                 "--wandb.mode", "offline", "--metrics.num_samples", "123"]) == 0
-    record = next((tmp_path / "smoke-seed0" / "wandb").glob("offline-run-*/run-*.wandb"))
-    data = record.read_bytes()
-    for text in (b"max_steps", b"num_samples", b"G:mn", b"D:bn", b"K=3", b"smoke"):
-        assert text in data, text
-
-
 def test_an_internal_error_keeps_its_traceback(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug (here a ValueError planted inside training) is not turned into a one-line
@@ -236,24 +224,6 @@ def test_missing_cifar10_offline_writes_nothing(tmp_path: Path, monkeypatch: pyt
                "--wandb.mode", "offline") == 2
     assert "downloading it failed" in error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("size", [16, 64])
-def test_image_sizes_of_the_dcgan_family(tmp_path: Path, size: int,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """64 pixels trains with one more block on each side; sizes the models cannot make
-    are refused in one line before anything is written."""
-    widths = ["--model.g_channels", "[16, 8, 8, 4]", "--model.d_channels", "[4, 8, 8, 16]"]
-    rc = fit(tmp_path / "out", "--data.image_size", str(size), *(widths if size == 64 else []))
-    if size == 16:
-        assert rc == 2 and "image_size must be one of [32, 64]" in error(capsys)
-        assert not (tmp_path / "out").exists()
-        return
-    assert rc == 0
-    from gan_mn.training import load_run
-
-    gan = load_run(tmp_path / "out" / "smoke-seed0" / "last.ckpt").gan
-    assert gan.generator(gan.generator.sample_latent(2)).shape == (2, 3, 64, 64)
 
 
 def test_triton_kernels_without_a_gpu_are_refused_before_anything_is_written(

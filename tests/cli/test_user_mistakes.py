@@ -1,4 +1,4 @@
-"""What a demanding user tries (issue 21), through the entry point: one line, exit 2,
+"""What a demanding user tries, through the entry point: one line, exit 2,
 nothing written or changed; runs that cannot mix; compare that never misreads."""
 
 from __future__ import annotations
@@ -187,29 +187,6 @@ def test_plain_fit_is_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     text = printed.out + printed.err + caplog.text
     assert "Tip:" not in text and "anonymous setting" not in text
     assert logging.getLogger("torch.utils.cpp_extension").level == logging.ERROR
-
-
-def test_compiling_mn_is_announced_once(monkeypatch: pytest.MonkeyPatch,
-                                        caplog: pytest.LogCaptureFixture) -> None:
-    from gan_mn.norm import kernels
-
-    monkeypatch.setattr(kernels._Compiled, "announced", False)
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # (the message only)
-    fused = kernels.InductorKernels()
-    with caplog.at_level(logging.INFO, logger="gan_mn"):
-        for _ in range(2):
-            fused._forward(torch.randn(4, 3, 2, 2), None, None, None, None,
-                           kernels.EMSettings(), True)
-    assert caplog.text.count("compiling its fused kernels with Inductor") == 1
-
-
-def test_many_components_run_eagerly_by_default() -> None:
-    from gan_mn.norm.kernels import EAGER, INDUCTOR, select_kernels
-
-    x = torch.randn(2, 3, 2, 2)
-    assert select_kernels("auto", x, 8) is INDUCTOR
-    assert select_kernels("auto", x, 20) is EAGER
-    assert select_kernels("inductor", x, 20) is INDUCTOR  # asked for: done
 
 
 def test_evaluate_against_another_reference(run: Path, tmp_path: Path,

@@ -3,6 +3,7 @@ path computes: outputs, batch statistics and gradients, in both memory layouts."
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -311,3 +312,26 @@ def test_a_triton_training_step_is_six_launches(interpret: None, k: int, em_iter
     counted = count_launches(step)
     assert (counted["triton"], counted["torch"]) == (launches, 0), counted["ops"]
     assert int(layer.num_batches_tracked) == 2
+
+
+def test_compiling_mn_is_announced_once(monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    from gan_mn.norm import kernels
+
+    monkeypatch.setattr(kernels._Compiled, "announced", False)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # (the message only)
+    fused = kernels.InductorKernels()
+    with caplog.at_level(logging.INFO, logger="gan_mn"):
+        for _ in range(2):
+            fused._forward(torch.randn(4, 3, 2, 2), None, None, None, None,
+                           kernels.EMSettings(), True)
+    assert caplog.text.count("compiling its fused kernels with Inductor") == 1
+
+
+def test_many_components_run_eagerly_by_default() -> None:
+    from gan_mn.norm.kernels import EAGER, INDUCTOR, select_kernels
+
+    x = torch.randn(2, 3, 2, 2)
+    assert select_kernels("auto", x, 8) is INDUCTOR
+    assert select_kernels("auto", x, 20) is EAGER
+    assert select_kernels("inductor", x, 20) is INDUCTOR  # asked for: done

@@ -1,4 +1,4 @@
-"""Model widths that cannot make the data's image size, or are not positive: one line
+"""Model widths and image sizes: what the models can make trains, the rest is one line
 naming the option and the sizes, exit 2, nothing written (through the entry point)."""
 
 from __future__ import annotations
@@ -46,3 +46,23 @@ def test_widths_that_fit_train_in_a_directory_named_for_the_family(tmp_path: Pat
                  "--model.d_channels", "[8, 16, 16]", "--model.d_norm", "sn",
                  "--trainer.max_steps", "1", "--model.sample_every_n_steps", "0"]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["sngan-smoke-seed0"]
+
+
+@pytest.mark.parametrize("size", [16, 64])
+def test_image_sizes_of_the_dcgan_family(tmp_path: Path, size: int,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """64 pixels trains with one more block on each side; sizes the models cannot make
+    are refused in one line before anything is written."""
+    widths = ["--model.g_channels", "[16, 8, 8, 4]", "--model.d_channels", "[4, 8, 8, 16]"]
+    rc = main(["fit", "-c", SMOKE, "--output_dir", str(tmp_path / "out"), *QUIET,
+               "--trainer.max_steps", "2", "--model.sample_every_n_steps", "0",
+               "--data.image_size", str(size), *(widths if size == 64 else [])])
+    if size == 16:
+        assert rc == 2 and "image_size must be one of [32, 64]" in error(capsys)
+        assert not (tmp_path / "out").exists()
+        return
+    assert rc == 0
+    from gan_mn.training import load_run
+
+    gan = load_run(tmp_path / "out" / "smoke-seed0" / "last.ckpt").gan
+    assert gan.generator(gan.generator.sample_latent(2)).shape == (2, 3, 64, 64)
