@@ -25,7 +25,7 @@ Sections (``--only`` picks some):
 - ``graph``: the captured step against the eager one, 20 steps from one seed.
 - ``timings``: whole DCGAN steps (eager BN; MN with the Triton, Inductor and eager
   kernels; captured BN and MN) and each norm layer's forward + backward, measured side by
-  side, with the ratios against the targets of issue 20 (reported, not failed).
+  side, with the ratios against their targets (reported, not failed).
 
 Prints a table, writes JSON (``--out``), exits 1 if any check fails.
 """

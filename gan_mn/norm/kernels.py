@@ -8,7 +8,7 @@
   many small launches and guards cost far more than the arithmetic.
 
 ``auto`` picks ``triton`` for float32 CUDA tensors (checked on an H200 by
-``benchmarks/gpu_check.py``, 2026-12-01: every case within its float64 bound) and
+``benchmarks/gpu_check.py``: every case within its float64 bound) and
 ``inductor`` elsewhere, up to :data:`COMPILE_MAX_COMPONENTS` components: above that
 Inductor's compilation (its code unrolls the components) costs more than it saves,
 and ``eager`` runs instead.

@@ -346,7 +346,7 @@ def test_max_step_compares_runs_of_unequal_length_over_the_steps_they_share(
 
 
 def test_rows_logged_the_old_way_with_several_d_steps(tmp_path: Path) -> None:
-    """Before 2026-12-01 training rows carried Lightning's 0-based batch index (and an
+    """Older versions logged training rows at Lightning's 0-based batch index (and an
     epoch): with 2 D steps per G step, batch 399 ends generator step 200. Rows logged the
     current way (no epoch) carry the generator steps done."""
     from gan_mn.report.runs import steps_done
