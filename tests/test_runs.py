@@ -65,3 +65,22 @@ def test_a_resume_may_change_the_kernels_and_the_report_pools_them() -> None:
     asked = {"model": {"norm_kwargs": {"mn": {"kernels": "eager"}}}}
     assert list(resume_changes(saved, asked)) == ["model.norm_kwargs.mn.kernels"]
     assert _settings(saved) == _settings(asked)
+
+
+def test_the_study_groups_are_named_as_their_settings_label_them() -> None:
+    """``gan-mn study`` names each group; the name is the label its settings derive."""
+    from inspect import signature
+
+    import yaml
+
+    from gan_mn.cli.study import CONFIGS, GROUPS
+    from gan_mn.training import GAN, default_label
+
+    defaults = {n: p.default for n, p in signature(GAN).parameters.items()}
+    for group, (config, options) in GROUPS.items():
+        model = {**defaults, **(yaml.safe_load((CONFIGS / config).read_text()).get("model") or {})}
+        if options:
+            model["norm_kwargs"] = yaml.safe_load(options[options.index(
+                "--model.norm_kwargs") + 1])
+        assert default_label(model["g_norm"], model["d_norm"], model["norm_kwargs"],
+                             model["arch"]) == group

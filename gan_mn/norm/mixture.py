@@ -74,6 +74,9 @@ class MixtureNorm2d(nn.Module):
     """
 
     num_batches_tracked: Tensor
+    # what nn.SyncBatchNorm converts to: SyncMixtureNorm2d, set where it is defined
+    # (gan_mn/norm/sync.py, imported with the package), which imports this module
+    sync_class: type[MixtureNorm2d]
 
     def __init__(self, num_features: int, num_components: int = 3, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, em_iters: int = 1,
@@ -172,9 +175,8 @@ class MixtureNorm2d(nn.Module):
             raise ValueError("convert_batchnorm: a LazyBatchNorm2d does not know its channels "
                              "yet; run one forward through the model first")
         if isinstance(module, nn.SyncBatchNorm):  # a model already converted for DDP
-            from gan_mn.norm.sync import SyncMixtureNorm2d  # (sync.py imports this module)
-
-            sync = cls if issubclass(cls, SyncMixtureNorm2d) else SyncMixtureNorm2d
+            sync = cls if issubclass(cls, MixtureNorm2d.sync_class) else \
+                MixtureNorm2d.sync_class
             converted.append(module)
             return sync._from_batchnorm(
                 module, {"process_group": module.process_group, **mn_options})

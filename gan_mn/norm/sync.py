@@ -148,3 +148,6 @@ def _copy_into(new: nn.Module, old: nn.Module) -> Any:
 
 
 __all__ = ["SyncMixtureNorm2d", "revert_sync"]
+
+
+MixtureNorm2d.sync_class = SyncMixtureNorm2d
