@@ -357,8 +357,6 @@ def _check_settings(cfg: Any) -> None:
         raise RunError("MN kernels='triton' needs a CUDA GPU; use kernels='auto' here")
     if cfg.model.cuda_graph == "auto":
         obstacle = _graph_obstacle(cfg, on_cpu)
-        if obstacle is None and cfg.model.d_steps != 1:
-            obstacle = (f"{cfg.model.d_steps} D steps per G step", "")
         cfg.model.cuda_graph = obstacle is None
         log.info("cuda_graph auto: %s", "capturing the training step as a CUDA graph"
                  if obstacle is None else f"running eagerly ({obstacle[0]})")

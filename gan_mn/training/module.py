@@ -101,8 +101,9 @@ class GAN(pl.LightningModule):
             widths gain one block on each side, as in the DCGAN paper.
         cuda_graph: on a GPU, capture the discriminator step and the generator's
             backward as one CUDA graph after three eager steps and replay it every step
-            (:class:`~gan_mn.training.step.CapturedStep`; Adam becomes ``capturable``).
-            One D step per G step, one process, float32. On a CPU the same step runs
+            (:class:`~gan_mn.training.step.CapturedStep`; Adam becomes ``capturable``);
+            with several D steps per G step, the batches of D's step alone are a second
+            graph. One process, float32. On a CPU the same step runs
             eagerly on fixed buffers (it equals the plain step bit for bit). ``auto``
             (resolved by ``gan-mn fit``): capture where these allow, else run eagerly and
             say why in one line.
@@ -132,9 +133,6 @@ class GAN(pl.LightningModule):
         if cuda_graph == "auto":
             raise UserError("cuda_graph 'auto' is resolved by gan-mn fit from the trainer's "
                             "settings; pass True or False to the module itself")
-        if cuda_graph and d_steps != 1:
-            raise UserError(f"cuda_graph captures one D step per G step: it needs d_steps 1, "
-                            f"got {d_steps}")
         unknown = set(norm_kwargs or {}) - set(NORM_KINDS)
         if unknown:
             raise UserError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, "
@@ -158,7 +156,8 @@ class GAN(pl.LightningModule):
         self._finite = FiniteWatch()
         self._update: GANUpdate | None = None  # built with the optimisers, per fit
         self._last_losses: dict[str, Tensor] = {}
-        self._captured: CapturedStep | None = None
+        self._captured: CapturedStep | None = None  # the batch that ends with G's step
+        self._captured_d: CapturedStep | None = None  # the batches of D's step alone
 
     @override
     def forward(self, z: Tensor) -> Tensor:
@@ -176,7 +175,7 @@ class GAN(pl.LightningModule):
 
     @override
     def on_fit_start(self) -> None:
-        self._update, self._captured = None, None  # this fit's optimisers, a new capture
+        self._update, self._captured, self._captured_d = None, None, None  # a new capture
 
     @override
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
@@ -198,7 +197,10 @@ class GAN(pl.LightningModule):
                 step_d=lambda: strategy.optimizer_step(opt_d.optimizer, closure=_no_closure),
                 freeze_d=lambda: self.toggled_optimizer(opt_g))
             if self.hparams.cuda_graph:
-                self._captured = CapturedStep(self._update)
+                several = self.hparams.d_steps > 1
+                self._captured = CapturedStep(self._update.with_fresh_fake if several
+                                              else self._update)
+                self._captured_d = CapturedStep(self._update.discriminator_only)
         return self._update
 
     def _step(self, batch: Tensor, batch_idx: int) -> None:
@@ -206,13 +208,19 @@ class GAN(pl.LightningModule):
         update = self._gan_update()
         opt_g = self.optimizers()[0]
         z = self.generator.sample_latent(batch.shape[0], self.device)
+        generator_step = self._batches_done(batch_idx) % h.d_steps == 0
+        if not generator_step:  # a D step alone
+            loss_d = (self._captured_d(batch, z)[0] if self._captured_d is not None
+                      else update.discriminator_step(batch, z)[0])
+            self._after_step(loss_d)
+            return
         if self._captured is not None:
-            loss_d, loss_g = self._captured(batch, z)
+            # the noise of G's fresh fake batch drawn here, after z, as the plain step does
+            z_g = () if h.d_steps == 1 else \
+                (self.generator.sample_latent(batch.shape[0], self.device),)
+            loss_d, loss_g = self._captured(batch, z, *z_g)
         else:
             loss_d, fake = update.discriminator_step(batch, z)
-            if self._batches_done(batch_idx) % h.d_steps:
-                self._after_step(loss_d)
-                return
             if h.d_steps > 1:  # the fake batch above is stale: D has moved since
                 fake = self.generator(self.generator.sample_latent(batch.shape[0], self.device))
             loss_g = update.generator_backward(fake)
@@ -283,7 +291,7 @@ class GAN(pl.LightningModule):
         optimiser moments belong to (not from the average); loaded without a Trainer
         (``load_from_checkpoint``), it keeps the average."""
         self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
-        self._update, self._captured = None, None  # the optimisers' state is replaced
+        self._update, self._captured, self._captured_d = None, None, None  # new optimisers
         trainer = self._trainer
         if trainer is None:  # loaded to sample or evaluate: the averaged weights, as saved
             return

@@ -82,6 +82,17 @@ class GANUpdate:
         loss_d, fake = self.discriminator_step(real, z)
         return loss_d, self.generator_backward(fake)
 
+    def discriminator_only(self, real: Tensor, z: Tensor) -> tuple[Tensor]:
+        """D's step alone: the batches between generator steps (several D steps per G
+        step)."""
+        return (self.discriminator_step(real, z)[0],)
+
+    def with_fresh_fake(self, real: Tensor, z: Tensor, z_g: Tensor) -> tuple[Tensor, Tensor]:
+        """D's last step of a cycle, then G's backward on a new fake batch ``G(z_g)``
+        (D has moved since ``G(z)``), as with several D steps per G step."""
+        loss_d, _ = self.discriminator_step(real, z)
+        return loss_d, self.generator_backward(self.generator(z_g))
+
 
 class CapturedStep:
     """``fn(*inputs) -> outputs`` (tensors) on fixed-address copies of its inputs.

@@ -247,8 +247,7 @@ def test_cuda_graph_without_a_gpu_is_refused_before_anything_is_written(
 @pytest.mark.parametrize(("options", "message"), [
     (["--trainer.precision", "16-mixed"], "float32 only"),
     (["--trainer.devices", "2"], "one GPU in one process"),
-    (["--trainer.strategy", "ddp"], "one GPU in one process"),
-    (["--model.d_steps", "2"], "needs d_steps 1")])
+    (["--trainer.strategy", "ddp"], "one GPU in one process")])
 def test_what_a_captured_step_cannot_do_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         options: list[str], message: str) -> None:
