@@ -80,6 +80,7 @@ def test_sample_into_an_unwritable_place_is_one_line(tmp_path: Path, option: str
     assert len(err) == 1 and f"cannot write {target}" in err[0]
 
 
+@pytest.mark.slow  # real processes
 def test_console_script_answers_bad_input_in_one_line(tmp_path: Path) -> None:
     """The installed `gan-mn` script: the one beside this Python (its environment need
     not be activated, so PATH may not lead to it). An unknown command is answered before

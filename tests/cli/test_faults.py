@@ -243,6 +243,7 @@ def _save_forever(path: Path, saved: Any) -> None:
         saved.set()
 
 
+@pytest.mark.slow  # real processes
 def test_sigkill_during_saves_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
     fork = multiprocessing.get_context("fork")  # a second process, without a new interpreter

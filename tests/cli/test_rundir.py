@@ -85,6 +85,7 @@ def _hold_lock(run_dir: Path, held: Any) -> None:
     time.sleep(60)
 
 
+@pytest.mark.slow  # real processes
 def test_the_os_releases_the_lock_of_a_killed_process(tmp_path: Path) -> None:
     fork = multiprocessing.get_context("fork")  # a second process, without a new interpreter
     held = fork.Event()

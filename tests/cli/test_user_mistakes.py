@@ -228,6 +228,7 @@ def test_ctrl_c_outside_training_exits_130(monkeypatch: pytest.MonkeyPatch,
     assert capsys.readouterr().err.strip() == "gan-mn: interrupted"
 
 
+@pytest.mark.slow  # real processes
 @pytest.mark.parametrize(("command", "mistake", "error"), [
     ("compare", ["missing", "--out", "x"], "missing: not a directory"),
     ("evaluate", ["missing.ckpt"], "checkpoint missing.ckpt does not exist"),

@@ -92,6 +92,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
+@pytest.mark.slow  # real processes
 @pytest.mark.parametrize("name", [n for n in CASES if CASES[n][2]])
 def test_two_halves_equal_the_whole_batch(synced: list[dict[str, Any]], name: str) -> None:
     ref = single(name)
@@ -108,6 +109,7 @@ def test_two_halves_equal_the_whole_batch(synced: list[dict[str, Any]], name: st
             assert rel(p[key].double(), ref[key].double()) < 1e-4, key
 
 
+@pytest.mark.slow  # real processes
 def test_first_seeding_is_the_same_on_every_rank(synced: list[dict[str, Any]]) -> None:
     """Unseeded, each rank would seed k-means++ on its own half; the first rank's
     mixture is broadcast, so both normalize with, and keep, one mixture."""
