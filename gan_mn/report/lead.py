@@ -140,4 +140,9 @@ def ci(q: dict[str, Any]) -> str:
 
 def _p(gap: dict[str, Any] | None) -> str:
     """`` (Welch p 0.012)`` after a comparison, nothing where there is no test."""
-    return "" if gap is None or gap["p"] is None else f" (Welch p {gap['p']:.3f})"
+    return "" if gap is None or gap["p"] is None else f" (Welch p {p_text(gap['p'])})"
+
+
+def p_text(p: float) -> str:
+    """A p value to three decimals, ``<0.001`` below that."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"

@@ -12,7 +12,7 @@ import numpy as np
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
 from gan_mn.report.diagnostics import sentence as diagnostics_sentence
-from gan_mn.report.lead import ci, lead_sentence, unclassed
+from gan_mn.report.lead import ci, lead_sentence, p_text, unclassed
 from gan_mn.report.plots import plot, plot_diagnostics, plot_lead, plot_speedup
 from gan_mn.report.stats import METHODS
 
@@ -72,7 +72,7 @@ def _lead(report: Report) -> list[str]:
 
 def _pval(gap: dict[str, Any] | None) -> str:
     """A Welch p value for a table cell; ``n/a`` where there is no test (one seed)."""
-    return "n/a" if gap is None or gap["p"] is None else f"{gap['p']:.3f}"
+    return "n/a" if gap is None or gap["p"] is None else p_text(gap["p"])
 
 
 def _ci(value: float | None, low: float | None, high: float | None,
