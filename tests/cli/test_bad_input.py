@@ -10,22 +10,8 @@ from pathlib import Path
 import pytest
 
 from gan_mn.cli import main
-from tests.helpers.cli import EAGER_MN, SMOKE
+from tests.helpers.cli import SMOKE
 from tests.helpers.fakes import write_image_folder
-
-STEPS = 24
-# 40 images in batches of 8: an epoch is 5 steps, so runs cross epochs and are killed
-# mid-epoch. Eager MN (no compile) keeps the subprocesses quick; EMA is on so that its
-# state has to come back too.
-ARGS = ["--data.dataset", "imagefolder", "--data.batch_size", "8",
-        "--trainer.max_steps", str(STEPS), "--trainer.deterministic", "true",
-        "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "4",
-        "--model.sample_every_n_steps", "0", *EAGER_MN,
-        "--trainer.callbacks+=gan_mn.training.EMA",
-        "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false"]
-
-
 
 
 def bad_input_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
