@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.norm.functional import EMSettings, MixtureNormFunction, MixtureState, StateUpdate
 from gan_mn.norm.gmm import Mixture
+from gan_mn.norm.host_work import count_host_work, count_launches, layer_step, stubbed_launches
 from gan_mn.norm.kernels import EAGER, TRITON
 
 RESULTS: list[dict[str, Any]] = []
@@ -57,7 +57,7 @@ def _mn_run(kernels: Any, dtype: Any, case: dict[str, Any], inputs: dict[str, An
     if start is not None:
         start = Mixture(*(t.clone() for t in start))
     y = MixtureNormFunction.apply(x, w, b, tau, start, EMSettings(case["em_iters"]), kernels,
-                                  None, None, StateUpdate(state, case["momentum"]))[0]
+                                  None, None, StateUpdate(state, case["momentum"]))
     y.backward(inputs["cotangent"].to(dtype).contiguous(memory_format=fmt))
     names = ("running_weight", "running_mean", "running_var", "em_weight", "em_mean",
              "em_var", "num_batches_tracked")
@@ -207,61 +207,32 @@ def check_layers(device: str) -> None:
 
 
 # --- launch and sync counts ---------------------------------------------------------------
-def count_launches(fn: Callable[[], Any]) -> dict[str, int]:
-    """Under Triton's CPU interpreter: Triton kernels launched by ``fn`` and torch operators
-    that would launch a kernel on a GPU (views, allocations and metadata ops excluded)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    free = {"empty", "empty_like", "empty_strided", "view", "_unsafe_view", "as_strided",
-            "t", "transpose", "permute", "expand", "select", "slice", "unsqueeze", "squeeze",
-            "reshape", "detach", "alias", "lift_fresh", "_reshape_alias", "split", "unbind",
-            "narrow", "contiguous", "is_same_size"}
-    counts = {"triton": 0, "torch": 0}
-    inside = [False]
-    names: list[str] = []
-
-    class Ops(TorchDispatchMode):
-        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
-                               kwargs: dict | None = None) -> Any:
-            name = func.overloadpacket.__name__
-            if not inside[0] and name not in free:
-                counts["torch"] += 1
-                names.append(name)
-            return func(*args, **(kwargs or {}))
-
-    original = InterpretedFunction.run
-
-    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        counts["triton"] += 1
-        inside[0] = True
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            inside[0] = False
-
-    InterpretedFunction.run = run
-    try:
-        with Ops():
-            fn()
-    finally:
-        InterpretedFunction.run = original
-    return {**counts, "ops": names}  # type: ignore[dict-item]
-
-
-def _layer_step(layer: Any, x: Any, cot: Any) -> Callable[[], None]:
-    def step() -> None:
-        x.grad = None
-        layer.zero_grad(set_to_none=True)
-        layer(x).backward(cot)
-    return step
+def check_host_work(device: str) -> None:
+    """The Triton layer's host work per step (8x64x4x4, K=3, launches recorded, not run):
+    what the per-shape plan holds it to, on any device."""
+    shape = (8, 64, 4, 4)
+    layer = MixtureNorm2d(64, 3, kernels="triton").to(device)
+    x = torch.randn(*shape, device=device, requires_grad=True)
+    step = layer_step(layer, x, torch.randn(*shape, device=device))
+    with stubbed_launches() as launches:
+        step()
+        step()
+        work = count_host_work(step, launches)
+    widest = max(launch.tensors for launch in work.launches)
+    record("counts", "MN triton layer 8x64x4x4 step: new tensors", work.allocations, "<= 6",
+           work.allocations <= 6, f"{work.operators} operators: {work.operator_names}")
+    record("counts", "MN triton layer step: Python calls into gan_mn", work.python_calls,
+           "<= 30", work.python_calls <= 30)
+    record("counts", "MN triton layer step: most tensor arguments of a launch", widest, "<= 12",
+           widest <= 12, " ".join(f"{w.kernel} {w.tensors}" for w in work.launches))
 
 
 def check_counts(device: str) -> None:
-
+    check_host_work(device)
     if device == "cpu":
         layer = MixtureNorm2d(8, 3, kernels="triton")
         x = torch.randn(4, 8, 3, 5).relu().requires_grad_()
-        step = _layer_step(layer, x, torch.randn(4, 8, 3, 5))
+        step = layer_step(layer, x, torch.randn(4, 8, 3, 5))
         step()  # seeds the mixture
         n = count_launches(step)
         total = n["triton"] + n["torch"]
@@ -303,7 +274,7 @@ def check_counts(device: str) -> None:
     layers = {"BN": nn.BatchNorm2d(256)} | {
         f"MN {k}": MixtureNorm2d(256, 3, kernels=k) for k in ("triton", "inductor", "eager")}
     for name, layer in layers.items():
-        kernels, reads, syncs = profiled(_layer_step(layer.cuda(), x, cot))
+        kernels, reads, syncs = profiled(layer_step(layer.cuda(), x, cot))
         limit = name == "MN triton"
         record("counts", f"{name} layer 64x256x8x8 fwd+bwd+update: kernels", kernels,
                "<= 7" if limit else None, kernels <= 7 if limit else None)

@@ -107,9 +107,10 @@ def update_state(state: MixtureState, x: Tensor, stats: BatchStats, momentum: fl
 class Forward(NamedTuple):
     """What a kernel set's training forward gives the Function."""
 
-    out: Tensor  # (N, C, H, W), in the memory format of x
-    stats: BatchStats  # the batch's mixture, means in the coordinates of x
-    saved: tuple[Tensor | None, ...]  # what the same kernel set's backward needs
+    out: Tensor  # (N, C, H, W), in the memory format of x; a tensor of its own (not a view)
+    stats: BatchStats  # the batch's mixture, means in the coordinates of x (read only on demand)
+    saved: tuple[Tensor | None, ...]  # the tensors the same kernel set's backward needs
+    layout: Any  # and what else it needs (Layout for the torch kernels, a plan for Triton)
 
 
 class Kernels(Protocol):
@@ -120,11 +121,12 @@ class Kernels(Protocol):
                 sync: Collectives | None, shift: Tensor | None,
                 update: StateUpdate | None) -> Forward:
         """Estimate the posteriors (unless given), M-step and normalize ``x``; then, if
-        given, :func:`update_state` the layer's buffers."""
+        given, :func:`update_state` the layer's buffers. ``x``, ``weight`` and ``bias``
+        may require grad (the Function runs this without grad mode)."""
         ...
 
     def backward(self, grad_out: Tensor, saved: tuple[Tensor | None, ...],
-                 weight: Tensor | None, layout: Layout, needs: Needs,
+                 weight: Tensor | None, layout: Any, needs: Needs,
                  sync: Collectives | None) -> tuple[Tensor | None, ...]:
         """Gradients of ``x``, ``weight`` and ``bias`` (None where not needed)."""
         ...
@@ -262,30 +264,29 @@ class MixtureNormFunction(torch.autograd.Function):
     for channels-last) or a warm-start ``start`` mixture (in the coordinates of
     ``x``) refined by ``em.iters`` EM iterations, or neither (one component: BN);
     ``kernels`` runs the passes; ``sync`` (with a ``shift`` common to all processes)
-    takes the statistics over a process group. Returns the output (N, C, H, W) and,
-    as non-differentiable outputs, the batch weights, means, variances (biased) and
-    responsibility masses.
+    takes the statistics over a process group; ``update`` is the layer's state, updated
+    in place. Returns the output (N, C, H, W); with ``with_stats`` also, as
+    non-differentiable outputs, the batch weights, means, variances (biased) and
+    responsibility masses (the layer does not ask for them: a step makes no views).
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None,
                 posteriors: Tensor | None, start: Mixture | None, em: EMSettings,
                 kernels: Kernels, sync: Collectives | None = None,
-                shift: Tensor | None = None, update: StateUpdate | None = None
-                ) -> tuple[Tensor, ...]:
-        # Plain tensors, not Parameters: torch.compile keeps Parameter shapes static,
-        # which would compile once per channel count.
-        # (x too: one graph whether or not it requires grad.)
-        w, b = (None if t is None else t.detach() for t in (weight, bias))
-        res = kernels.forward(x.detach(), w, b, posteriors, start, em, sync, shift, update)
+                shift: Tensor | None = None, update: StateUpdate | None = None,
+                with_stats: bool = False) -> Tensor | tuple[Tensor, ...]:
+        res = kernels.forward(x, weight, bias, posteriors, start, em, sync, shift, update)
         # The statistics outputs take no gradient: autograd need not make zeros for them.
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*res.saved, weight)
-        ctx.layout = (x.shape, SampleView.is_channels_last(x))
+        ctx.layout = res.layout
         ctx.kernels = kernels
         ctx.sync = sync
+        if not with_stats:
+            return res.out
         s = res.stats
-        outputs = (owned(res.out), s.weight, s.mean, s.var, s.mass)
+        outputs = (res.out, s.weight, s.mean, s.var, s.mass)
         ctx.mark_non_differentiable(*outputs[1:])
         return outputs
 
@@ -293,17 +294,16 @@ class MixtureNormFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor | None, *_: Tensor | None
                  ) -> tuple[Tensor | None, ...]:
         *saved, weight = ctx.saved_tensors
-        needs = tuple(ctx.needs_input_grad[:3])
         if grad_out is None:  # the output was not used: nothing flows back
-            return (None,) * 10
-        args = (grad_out, tuple(saved), None if weight is None else weight.detach(),
-                ctx.layout, needs, ctx.sync)
+            return (None,) * 11
+        args = (grad_out, tuple(saved), weight, ctx.layout, tuple(ctx.needs_input_grad[:3]),
+                ctx.sync)
         if torch.is_autocast_enabled(grad_out.device.type):
             with torch.autocast(grad_out.device.type, enabled=False):
                 grads = ctx.kernels.backward(*args)
         else:
             grads = ctx.kernels.backward(*args)
-        return (*grads, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None, None)
 
 
 def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,

@@ -265,13 +265,15 @@ class MixtureNorm2d(nn.Module):
                            ) -> Tensor:
         """EM from ``start``, normalize, update the running and warm-start mixtures."""
         em = EMSettings(self.em_iters, self.eps, self.eps)
-        args = (x, self.weight, self.bias, None, start, em)
-        state = MixtureState(self.running_weight, self.running_mean, self.running_var,
-                             self.em_weight, self.em_mean, self.em_var, self.num_batches_tracked)
+        # (read from the dicts: nn.Module.__getattr__ costs a GPU step's host time here)
+        p, b = self._parameters, self._buffers
+        args = (x, p["weight"], p["bias"], None, start, em)
+        state = MixtureState(b["running_weight"], b["running_mean"], b["running_var"],
+                             b["em_weight"], b["em_mean"], b["em_var"], b["num_batches_tracked"])
         if self.detach_posteriors:  # the kernels fold the state update into their passes
             kernels = select_kernels(self.kernels, x, self.num_components)
             return MixtureNormFunction.apply(*args, kernels, sync, shift,
-                                             StateUpdate(state, self.momentum))[0]
+                                             StateUpdate(state, self.momentum))
         y, weight, mean, var, mass = mixture_norm_autograd(*args, False, sync, shift)
         update_state(state, x, BatchStats(mass, weight, mean, var), self.momentum)
         return y
@@ -290,16 +292,22 @@ class MixtureNorm2d(nn.Module):
         out, _ = normalize(view, z, tau, mix, self.eps, self.weight, self.bias)
         return view.output(out)
 
-    @torch.no_grad()
     def _warm_start(self, x: Tensor) -> Mixture:
+        if not self._seeded:
+            self._seed(x)
+        b = self._buffers
+        return Mixture(b["em_weight"], b["em_mean"], b["em_var"])
+
+    @torch.no_grad()
+    def _seed(self, x: Tensor) -> None:
         if self._seeded is None:
             self._seeded = bool(self.em_seeded)  # one host read per load, not per step
-        if not self._seeded:
-            view, c, z = shifted_samples(x.detach())
-            mix = seed(view, z, z * z, self.num_components, self.seed_iters, self.eps)
-            self.em_weight.copy_(mix.weight)
-            self.em_mean.copy_(mix.mean + c)
-            self.em_var.copy_(mix.var)
-            self.em_seeded.fill_(True)
-            self._seeded = True
-        return Mixture(self.em_weight, self.em_mean, self.em_var)
+            if self._seeded:
+                return
+        view, c, z = shifted_samples(x.detach())
+        mix = seed(view, z, z * z, self.num_components, self.seed_iters, self.eps)
+        self.em_weight.copy_(mix.weight)
+        self.em_mean.copy_(mix.mean + c)
+        self.em_var.copy_(mix.var)
+        self.em_seeded.fill_(True)
+        self._seeded = True

@@ -1,28 +1,18 @@
 """Hand-written Triton kernels for Mixture Normalization's training forward and backward.
 
-Six launches per training forward + backward + state update (one EM iteration; two more
-per extra iteration):
-
-- forward: :func:`mn_stats` (posteriors from the warm-start mixture, stored for the
-  other kernels, and per-block moments), :func:`mn_finalize` (the blocks combined: the
-  M-step; after the last EM iteration also the layer's state update: running averages,
-  the next warm start, dead components re-seeded), :func:`mn_output` (normalised
-  output; its first program advances ``num_batches_tracked``);
-- backward: :func:`mn_grad_reduce` (per-block ``sum a dy`` and ``sum a dy z``),
-  :func:`mn_grad_tables` (combine, weight/bias gradients, three ``(K, C)`` tables),
-  :func:`mn_grad_input` (``dx``).
-
-Every sum over samples is two-stage: the row kernels write one partial sum per block of
-samples, and the table kernels combine them in a fixed order, many blocks per load, one
-program per block of channels. No atomics: results are deterministic. Activations are
-addressed as ``M = N*H*W`` samples of ``C`` channels through the strides of ``(N, C,
-H*W)``, so NCHW and channels-last inputs are read in place. Mixture means in and out are
-in the coordinates of ``x``; inside, samples are shifted by a per-channel constant ``c``
-and each component's moments are centred on its E-step mean, as in the other kernels
-(see :mod:`gan_mn.norm.functional`). Statistics are float32.
-
-Imported only where the Triton kernels are used; ``TRITON_INTERPRET=1`` (set before
-this module is imported) runs them on CPU tensors, which is how the tests check them.
+Six launches per step (two more per extra EM iteration); the host side, with the buffer
+layouts, is :mod:`gan_mn.norm.triton_launch`. Forward: :func:`mn_stats` (posteriors,
+stored, and per-block moments), :func:`mn_finalize` (the M-step; after the last EM
+iteration also the state update), :func:`mn_output` (the output; it advances
+``num_batches_tracked``). Backward: :func:`mn_grad_reduce` (per-block ``sum a dy`` and
+``sum a dy z``), :func:`mn_grad_tables` (weight/bias gradients, the ``dx`` tables),
+:func:`mn_grad_input` (``dx``). Sums over samples are two-stage (a partial sum per block
+of samples, combined in a fixed order): deterministic, no atomics. Activations are
+``M = N*H*W`` samples of ``C`` channels read in place through the strides of
+``(N, C, H*W)``. Means in and out are in ``x``'s coordinates; inside, samples are shifted
+by a per-channel ``c`` (``shift_ptr``, stride ``s_shift``: by default ``x``'s first
+sample) and moments are centred on the E-step means, as in :mod:`gan_mn.norm.functional`.
+``TRITON_INTERPRET=1``, set before import, runs them on CPU tensors (the tests).
 """
 
 from __future__ import annotations
@@ -38,8 +28,7 @@ ONES, ESTEP, GIVEN = 0, 1, 2
 
 @triton.jit
 def _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok, L, s_n, s_c, s_l, s_shift):
-    """``z = x - c`` for a ``[BLOCK_M, BLOCK_C]`` tile (zeros outside the tensor), ``c``
-    (read with stride ``s_shift``: it may be a column of ``x`` itself), the offsets
+    """``z = x - c`` for a ``[BLOCK_M, BLOCK_C]`` tile (zeros outside), ``c``, the offsets
     and the mask."""
     offs = ((rows // L).to(tl.int64) * s_n + (rows % L).to(tl.int64) * s_l)[:, None] \
         + cs.to(tl.int64)[None, :] * s_c
@@ -54,6 +43,24 @@ def _table(ptr, ks, k_ok, cs, c_ok, C, other):
     """A ``(K, C)`` table's ``[KP, BLOCK_C]`` tile."""
     return tl.load(ptr + ks[:, None] * C + cs[None, :], mask=k_ok[:, None] & c_ok[None, :],
                    other=other)
+
+
+@triton.jit
+def _wide(n):
+    """``n`` as an int64 scalar (Triton passes an argument equal to 1 as a constant)."""
+    return tl.full([], 0, tl.int64) + n
+
+
+@triton.jit
+def _stat_vector(st_ptr, which: tl.constexpr, K: tl.constexpr):
+    """A ``(K,)`` field of the statistics buffer: 0 mass, 1 weight."""
+    return st_ptr + which * K
+
+
+@triton.jit
+def _stat_table(st_ptr, which: tl.constexpr, K: tl.constexpr, C):
+    """A ``(K, C)`` field of the statistics buffer: 0 mean, 1 variance, 2 ``(v+eps)^-1/2``."""
+    return st_ptr + 2 * K + which * (K * C)
 
 
 @triton.jit
@@ -136,15 +143,16 @@ def _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
 
 
 @triton.jit
-def mn_stats(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr,
-             mass_part, s1_part, s2_part, tau_out,
+def mn_stats(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, part_ptr, tau_out,
              M, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
              K: tl.constexpr, KP: tl.constexpr, MODE: tl.constexpr, SAVE_TAU: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """One block of samples: its posteriors (stored as ``(M, K)`` if SAVE_TAU) and its
-    moments ``sum tau``, ``sum tau (z - d)`` and ``sum tau (z - d)^2`` (``d``: the E-step
-    means, shifted, or 0), written to row ``program_id`` of the partial-sum tables."""
+    """A block of samples' posteriors (stored if SAVE_TAU) and moments ``sum tau``,
+    ``sum tau (z - d)``, ``sum tau (z - d)^2`` (``d``: the E-step means, or 0)."""
     pid = tl.program_id(0)
+    bk = tl.num_programs(0).to(tl.int64) * K
+    mass_part, s1_part = part_ptr, part_ptr + bk
+    s2_part = s1_part + bk * C
     rows, row_ok, ks, k_ok = _rows(M, K, KP, BLOCK_M)
     tau = _posteriors(x_ptr, shift_ptr, tau_ptr, w_ptr, mean_ptr, var_ptr, rows, row_ok,
                       ks, k_ok, C, L, s_n, s_c, s_l, s_shift, t_n, t_k, t_l, var_floor,
@@ -203,10 +211,8 @@ def _sum_mass(mass_part, B, ks, k_ok, K: tl.constexpr, KP: tl.constexpr,
 
 @triton.jit
 def _pick(count, ks, M):
-    """The sample a dead component ``k`` re-seeds at after batch ``count``: an integer
-    hash of ``(count, k)`` modulo ``M``, the same arithmetic as
-    :func:`gan_mn.norm.gmm.pick_index` (int64 throughout; every product stays below
-    2**63)."""
+    """The sample a dead component ``k`` re-seeds at after batch ``count``: the hash of
+    :func:`gan_mn.norm.gmm.pick_index` (int64; every product stays below 2**63)."""
     h = ((count % 4294967296) * 2146121005 + ks.to(tl.int64) * 740048493 + 1) % 4294967296
     h = h ^ (h >> 16)
     h = (h * 2146121005) % 4294967296
@@ -217,34 +223,29 @@ def _pick(count, ks, M):
 
 
 @triton.jit
-def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr, count_ptr,
-                mass_out, weight_out, mean_out, var_out, rstd_out,
+def mn_finalize(part_ptr, centre_ptr, shift_ptr, st_ptr,
                 rw_ptr, rmean_ptr, rvar_ptr, ew_ptr, emean_ptr, evar_ptr, nbt_ptr, x_ptr,
                 B, M, C, L, s_n, s_c, s_l, s_shift, count, eps, momentum, min_mass,
                 K: tl.constexpr, KP: tl.constexpr, HAS_CENTRE: tl.constexpr,
                 COUNT_IN_MEMORY: tl.constexpr, UPDATE: tl.constexpr,
                 CUMULATIVE: tl.constexpr, WARM: tl.constexpr,
                 BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
-    """The M-step from ``B`` blocks' moments, for one block of channels: weights, means
-    (``x``'s coordinates), biased variances and ``(v + eps)^-1/2``. The moments were
-    centred on ``centre`` (``x``'s coordinates) if given, else on ``c``; ``count`` samples
-    (read from ``count_ptr`` if COUNT_IN_MEMORY, e.g. a global batch's).
-
-    With UPDATE, also the layer's state, in place: momentum averages of the batch
-    weights, means and unbiased variances (``running_*``; cumulative over
-    ``num_batches_tracked + 1`` batches if CUMULATIVE) and, if WARM, the next warm
-    start (``em_*``): the batch fit, with a component whose mass fell below
-    ``min_mass`` moved onto sample :func:`_pick` with the batch's overall variance and
-    an equal share of the weight (as :func:`gan_mn.norm.functional.update_state`).
-    ``centre`` may be ``em_mean`` itself: each program reads its channels before it
-    writes them. The counter is advanced by :func:`mn_output`, which runs after."""
+    """The M-step from ``B`` blocks' moments (centred on ``centre`` if given, else ``c``;
+    ``count`` samples, read after the sums if COUNT_IN_MEMORY) for a block of channels.
+    With UPDATE also the state, in place, as :func:`gan_mn.norm.functional.update_state`:
+    running averages (cumulative if CUMULATIVE) and, if WARM, the next warm start, a
+    component below ``min_mass`` moved onto sample :func:`_pick`. ``centre`` may be
+    ``em_mean``: each program reads its channels before it writes them. The counter is
+    advanced by :func:`mn_output`, which runs after."""
     pid = tl.program_id(0)
     cs, c_ok, ks, k_ok, mask = _channel_block(C, K, KP, BLOCK_C)
-    mass = _sum_mass(mass_part, B, ks, k_ok, K, KP, BLOCK_B)
-    s1 = _sum_blocks(s1_part, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
-    s2 = _sum_blocks(s2_part, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
+    bk = _wide(B) * K
+    mass = _sum_mass(part_ptr, B, ks, k_ok, K, KP, BLOCK_B)
+    s1 = _sum_blocks(part_ptr + bk, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
+    s2 = _sum_blocks(part_ptr + bk * (1 + C), B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B,
+                     BLOCK_C)
     if COUNT_IN_MEMORY:
-        total = tl.load(count_ptr).to(tl.float32)
+        total = tl.load(part_ptr + bk * (1 + 2 * C))
     else:
         total = count
     denom = tl.maximum(mass, TINY)[:, None]
@@ -256,12 +257,12 @@ def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr, count_ptr,
         mean = tl.load(shift_ptr + cs * s_shift, mask=c_ok, other=0.0)[None, :] + offset
     lam = mass / total
     offs = ks[:, None] * C + cs[None, :]
-    tl.store(mean_out + offs, mean, mask=mask)
-    tl.store(var_out + offs, var, mask=mask)
-    tl.store(rstd_out + offs, 1.0 / tl.sqrt(var + eps), mask=mask)
+    tl.store(_stat_table(st_ptr, 0, K, C) + offs, mean, mask=mask)
+    tl.store(_stat_table(st_ptr, 1, K, C) + offs, var, mask=mask)
+    tl.store(_stat_table(st_ptr, 2, K, C) + offs, 1.0 / tl.sqrt(var + eps), mask=mask)
     first = pid == 0
-    tl.store(mass_out + ks, mass, mask=k_ok & first)
-    tl.store(weight_out + ks, lam, mask=k_ok & first)
+    tl.store(_stat_vector(st_ptr, 0, K) + ks, mass, mask=k_ok & first)
+    tl.store(_stat_vector(st_ptr, 1, K) + ks, lam, mask=k_ok & first)
     if UPDATE:
         # a non-finite batch leaves the state as it was (per channel; every channel when
         # the masses are not finite), as update_state does; NaN fails every comparison
@@ -302,8 +303,8 @@ def mn_finalize(mass_part, s1_part, s2_part, centre_ptr, shift_ptr, count_ptr,
 
 
 @triton.jit
-def mn_output(x_ptr, shift_ptr, tau_ptr, lam_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr,
-              y_ptr, nbt_ptr, M, C, L, s_n, s_c, s_l, s_shift,
+def mn_output(x_ptr, shift_ptr, tau_ptr, st_ptr, gamma_ptr, beta_ptr, y_ptr, nbt_ptr,
+              M, C, L, s_n, s_c, s_l, s_shift,
               K: tl.constexpr, KP: tl.constexpr, ONE: tl.constexpr,
               HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, COUNT: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -311,16 +312,16 @@ def mn_output(x_ptr, shift_ptr, tau_ptr, lam_ptr, mean_ptr, rstd_ptr, gamma_ptr,
     stored posteriors; ``y`` has the strides of ``x``. With COUNT, the first program
     advances ``num_batches_tracked`` (after :func:`mn_finalize` has read it)."""
     rows, row_ok, ks, k_ok = _rows(M, K, KP, BLOCK_M)
-    a = _scaled_posteriors(tau_ptr, lam_ptr, rows, row_ok, ks, k_ok, K, ONE)
+    a = _scaled_posteriors(tau_ptr, _stat_vector(st_ptr, 1, K), rows, row_ok, ks, k_ok, K, ONE)
     for c0 in range(0, C, BLOCK_C):
         cs = c0 + tl.arange(0, BLOCK_C)
         c_ok = cs < C
         z, c, offs, mask = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
                                     L, s_n, s_c, s_l, s_shift)
-        scale = _table(rstd_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+        scale = _table(_stat_table(st_ptr, 2, K, C), ks, k_ok, cs, c_ok, C, 0.0)
         if HAS_GAMMA:
             scale = scale * tl.load(gamma_ptr + cs, mask=c_ok, other=0.0)[None, :]
-        mean = _table(mean_ptr, ks, k_ok, cs, c_ok, C, 0.0) - c[None, :]
+        mean = _table(_stat_table(st_ptr, 0, K, C), ks, k_ok, cs, c_ok, C, 0.0) - c[None, :]
         t = (z[:, None, :] - mean[None, :, :]) * scale[None, :, :]
         y = tl.sum(a[:, :, None] * t, axis=1)
         if HAS_BETA:
@@ -332,15 +333,17 @@ def mn_output(x_ptr, shift_ptr, tau_ptr, lam_ptr, mean_ptr, rstd_ptr, gamma_ptr,
 
 
 @triton.jit
-def mn_grad_reduce(dy_ptr, x_ptr, shift_ptr, tau_ptr, lam_ptr, p_part, u_part,
+def mn_grad_reduce(dy_ptr, x_ptr, shift_ptr, tau_ptr, st_ptr, part_ptr,
                    M, C, L, s_n, s_c, s_l, s_shift,
                    K: tl.constexpr, KP: tl.constexpr, ONE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """Per block of samples: ``sum_i a_ik dy_i`` and ``sum_i a_ik dy_i z_i``
     (``dy`` has the strides of ``x``)."""
     pid = tl.program_id(0)
+    p_part = part_ptr
+    u_part = part_ptr + tl.num_programs(0).to(tl.int64) * K * C
     rows, row_ok, ks, k_ok = _rows(M, K, KP, BLOCK_M)
-    a = _scaled_posteriors(tau_ptr, lam_ptr, rows, row_ok, ks, k_ok, K, ONE)
+    a = _scaled_posteriors(tau_ptr, _stat_vector(st_ptr, 1, K), rows, row_ok, ks, k_ok, K, ONE)
     for c0 in range(0, C, BLOCK_C):
         cs = c0 + tl.arange(0, BLOCK_C)
         c_ok = cs < C
@@ -355,37 +358,40 @@ def mn_grad_reduce(dy_ptr, x_ptr, shift_ptr, tau_ptr, lam_ptr, p_part, u_part,
 
 
 @triton.jit
-def mn_grad_tables(p_part, u_part, shift_ptr, mass_ptr, lam_ptr, mean_ptr, rstd_ptr,
-                   gamma_ptr, t0_out, t1_out, t2_out, gw_out, gb_out, B, C, s_shift,
+def mn_grad_tables(part_ptr, shift_ptr, st_ptr, gamma_ptr, tables_ptr, gw_out, gb_out,
+                   B, C, s_shift,
                    K: tl.constexpr, KP: tl.constexpr, HAS_GAMMA: tl.constexpr,
                    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
     """Combine the blocks' sums; weight and bias gradients; the tables of
     ``dx_i = sum_k a_ik (T0_k + z_i T1_k + dy_i T2_k)`` (the closed form of
     :func:`gan_mn.norm.functional.dx_tables`)."""
     cs, c_ok, ks, k_ok, mask = _channel_block(C, K, KP, BLOCK_C)
-    p = _sum_blocks(p_part, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
-    u = _sum_blocks(u_part, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
+    p = _sum_blocks(part_ptr, B, ks, k_ok, cs, c_ok, C, K, KP, BLOCK_B, BLOCK_C)
+    u = _sum_blocks(part_ptr + _wide(B) * K * C, B, ks, k_ok, cs, c_ok, C, K, KP,
+                    BLOCK_B, BLOCK_C)
     c = tl.load(shift_ptr + cs * s_shift, mask=c_ok, other=0.0)
-    mean = _shifted_means(mean_ptr, ks, k_ok, cs, c_ok, C, c)
-    r = _table(rstd_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    mean = _shifted_means(_stat_table(st_ptr, 0, K, C), ks, k_ok, cs, c_ok, C, c)
+    r = _table(_stat_table(st_ptr, 2, K, C), ks, k_ok, cs, c_ok, C, 0.0)
     centred = u - mean * p
-    root_lam = tl.sqrt(tl.maximum(tl.load(lam_ptr + ks, mask=k_ok, other=0.0), TINY))
+    root_lam = tl.sqrt(tl.maximum(tl.load(_stat_vector(st_ptr, 1, K) + ks, mask=k_ok, other=0.0),
+                                  TINY))
     tl.store(gw_out + cs, tl.sum(r * centred, axis=0), mask=c_ok)
     tl.store(gb_out + cs, tl.sum(root_lam[:, None] * p, axis=0), mask=c_ok)
     if HAS_GAMMA:
         gamma = tl.load(gamma_ptr + cs, mask=c_ok, other=0.0)[None, :]
     else:
         gamma = tl.full([1, BLOCK_C], 1.0, tl.float32)
-    s = (root_lam / tl.maximum(tl.load(mass_ptr + ks, mask=k_ok, other=1.0), TINY))[:, None]
+    mass = tl.load(_stat_vector(st_ptr, 0, K) + ks, mask=k_ok, other=1.0)
+    s = (root_lam / tl.maximum(mass, TINY))[:, None]
     qg = r * gamma * centred
     offs = ks[:, None] * C + cs[None, :]
-    tl.store(t0_out + offs, s * r * (r * qg * mean - gamma * p), mask=mask)
-    tl.store(t1_out + offs, -s * r * r * qg, mask=mask)
-    tl.store(t2_out + offs, r * gamma, mask=mask)
+    tl.store(tables_ptr + offs, s * r * (r * qg * mean - gamma * p), mask=mask)
+    tl.store(tables_ptr + K * C + offs, -s * r * r * qg, mask=mask)
+    tl.store(tables_ptr + 2 * K * C + offs, r * gamma, mask=mask)
 
 
 @triton.jit
-def mn_grad_input(dy_ptr, x_ptr, shift_ptr, tau_ptr, lam_ptr, t0_ptr, t1_ptr, t2_ptr, dx_ptr,
+def mn_grad_input(dy_ptr, x_ptr, shift_ptr, tau_ptr, st_ptr, tables_ptr, dx_ptr,
                   M, C, L, s_n, s_c, s_l, s_shift,
                   K: tl.constexpr, KP: tl.constexpr, ONE: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -393,13 +399,13 @@ def mn_grad_input(dy_ptr, x_ptr, shift_ptr, tau_ptr, lam_ptr, t0_ptr, t1_ptr, t2
     rows, row_ok, ks, k_ok = _rows(M, K, KP, BLOCK_M)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = cs < C
-    a = _scaled_posteriors(tau_ptr, lam_ptr, rows, row_ok, ks, k_ok, K, ONE)
+    a = _scaled_posteriors(tau_ptr, _stat_vector(st_ptr, 1, K), rows, row_ok, ks, k_ok, K, ONE)
     z, _, offs, mask = _samples(x_ptr, shift_ptr, rows, row_ok, cs, c_ok,
                                 L, s_n, s_c, s_l, s_shift)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    t0 = _table(t0_ptr, ks, k_ok, cs, c_ok, C, 0.0)
-    t1 = _table(t1_ptr, ks, k_ok, cs, c_ok, C, 0.0)
-    t2 = _table(t2_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    t0 = _table(tables_ptr, ks, k_ok, cs, c_ok, C, 0.0)
+    t1 = _table(tables_ptr + K * C, ks, k_ok, cs, c_ok, C, 0.0)
+    t2 = _table(tables_ptr + 2 * K * C, ks, k_ok, cs, c_ok, C, 0.0)
     terms = t0[None, :, :] + z[:, None, :] * t1[None, :, :] + dy[:, None, :] * t2[None, :, :]
     dx = tl.sum(a[:, :, None] * terms, axis=1)
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)

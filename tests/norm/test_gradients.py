@@ -46,7 +46,7 @@ def test_gradcheck_with_fixed_posteriors(memory_format: torch.memory_format, k: 
     def fn(*inputs: torch.Tensor) -> torch.Tensor:
         x_, *wb = inputs
         w, b = wb if affine else (None, None)
-        return MixtureNormFunction.apply(x_, w, b, tau, None, EMSettings(1), EAGER)[0]
+        return MixtureNormFunction.apply(x_, w, b, tau, None, EMSettings(1), EAGER)
 
     inputs = (x, weight, bias) if affine else (x,)
     assert gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
@@ -63,8 +63,8 @@ def test_analytic_backward_matches_autograd(memory_format: torch.memory_format) 
     for fn in (MixtureNormFunction.apply, mixture_norm_autograd):
         leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
         leaves[0] = leaves[0].contiguous(memory_format=memory_format).detach().requires_grad_()
-        extra = True if fn is mixture_norm_autograd else EAGER
-        y, *stats = fn(leaves[0], leaves[1], leaves[2], None, start, EMSettings(2), extra)
+        extra = (True,) if fn is mixture_norm_autograd else (EAGER, None, None, None, True)
+        y, *stats = fn(leaves[0], leaves[1], leaves[2], None, start, EMSettings(2), *extra)
         y.backward(grad)
         results.append((y, *stats, *(t.grad for t in leaves)))
     for fused, reference in zip(*results, strict=True):

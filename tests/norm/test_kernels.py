@@ -4,7 +4,6 @@ path computes: outputs, batch statistics and gradients, in both memory layouts."
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 
 import pytest
@@ -19,18 +18,12 @@ from gan_mn.norm.functional import (
     StateUpdate,
 )
 from gan_mn.norm.gmm import Mixture, SampleView, pick_index
-from gan_mn.norm.kernels import EAGER, INDUCTOR, Blocks, TritonKernels
+from gan_mn.norm.kernels import EAGER, INDUCTOR
+from gan_mn.norm.triton_launch import Blocks, TritonKernels
 
 FORMATS = [torch.contiguous_format, torch.channels_last]
 # Small blocks: several sample blocks and channel chunks even on tiny inputs.
 TRITON = TritonKernels(Blocks(m=16, c=4, table_c=4, table_b=2))
-
-
-@pytest.fixture
-def interpret() -> None:
-    """Triton kernels on CPU tensors need Triton's interpreter (tests/conftest.py)."""
-    if not torch.cuda.is_available():
-        assert os.environ.get("TRITON_INTERPRET") == "1"
 
 
 class IdentitySync:
@@ -56,7 +49,7 @@ def _run(kernels: Kernels, x: torch.Tensor, tau: torch.Tensor | None, start: Mix
     leaves += [t.detach().clone().requires_grad_() for t in affine or ()]
     w, b = leaves[1:] if affine else (None, None)
     y, *stats = MixtureNormFunction.apply(leaves[0], w, b, tau, start, EMSettings(2), kernels,
-                                          sync)
+                                          sync, None, None, True)
     y.backward(torch.cos(y.detach()))
     return [y, *stats, *(t.grad for t in leaves)]
 
@@ -129,7 +122,7 @@ def test_backward_skips_gradients_nobody_needs(interpret: None, kernels: Kernels
         return returned[-1]
 
     monkeypatch.setattr(type(kernels), "backward", spy)
-    MixtureNormFunction.apply(x, w, b, None, start, EMSettings(), kernels)[0].sum().backward()
+    MixtureNormFunction.apply(x, w, b, None, start, EMSettings(), kernels).sum().backward()
     dx, gw, gb = returned[0]
     assert dx is None and gb is None
     assert gw is not None and torch.isfinite(w.grad).all()
@@ -158,6 +151,24 @@ def test_layer_trains_like_the_eager_one(interpret: None, kernels: str) -> None:
     reference = exact.state_dict()
     for name, buf in other.state_dict().items():
         _assert_as_close_as_eager(buf, eager.state_dict()[name], reference[name])
+
+
+def test_two_forwards_before_one_backward(interpret: None) -> None:
+    """A discriminator's layers run on the real and on the fake batch before one backward:
+    the two calls share their shape's plan and scratch buffers, not their saved tensors."""
+    torch.manual_seed(0)
+    eager, triton = MixtureNorm2d(8, kernels="eager"), MixtureNorm2d(8, kernels="triton")
+    triton.load_state_dict(eager.state_dict())
+    real, fake = torch.randn(4, 8, 3, 3) * 2 + 1, torch.randn(4, 8, 3, 3)
+    grads = []
+    for layer in (eager, triton):
+        torch.manual_seed(1)  # (the first batch seeds the mixture by k-means++)
+        leaves = [t.clone().requires_grad_() for t in (real, fake)]
+        (layer(leaves[0]).square().sum() + layer(leaves[1]).cos().sum()).backward()
+        grads.append([*(t.grad for t in leaves), layer.weight.grad, layer.bias.grad])
+    for a, b in zip(*grads, strict=True):
+        # (the bias gradient sums terms of both signs: float32 cancellation)
+        torch.testing.assert_close(b, a, atol=2e-3, rtol=1e-4)
 
 
 def _assert_as_close_as_eager(value: torch.Tensor, eager: torch.Tensor,
@@ -297,7 +308,7 @@ def test_a_triton_training_step_is_six_launches(interpret: None, k: int, em_iter
     """Forward, backward and state update of a seeded layer: two kernels per EM iteration,
     the output, three for the backward; the counter, the zeroing and the re-seeding picks
     are folded in (no torch operator that would launch a kernel on a GPU)."""
-    from benchmarks.gpu_check_kernels import count_launches
+    from gan_mn.norm.host_work import count_launches
 
     layer = MixtureNorm2d(8, k, em_iters=em_iters, kernels="triton")
     x = torch.randn(4, 8, 3, 5, requires_grad=True)
