@@ -49,6 +49,7 @@ def trained(tmp_path_factory) -> Path:
     return work / "checkpoints" / "smoke-seed0"
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_fit_writes_checkpoint_csv_wandb_and_config(trained: Path) -> None:
     assert step_of(trained / "last.ckpt") == 6
     assert (trained / "config.yaml").is_file()
@@ -83,6 +84,7 @@ def _ema_and_live(ckpt: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
     return run.gan.generator, live.generator
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_metrics_are_logged_and_best_fid_kept(trained: Path) -> None:
     rows = [r for r in metrics_rows(trained) if r.get("fid40_train_tiny-test")]
     assert [int(r["step"]) for r in rows] == [3, 6]
@@ -97,6 +99,7 @@ def test_metrics_are_logged_and_best_fid_kept(trained: Path) -> None:
     assert step_of(best[0]) == min(fids, key=fids.get)
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_resume_continues_from_its_step(trained: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -112,6 +115,7 @@ def test_resume_continues_from_its_step(trained: Path, tmp_path: Path) -> None:
     assert losses == sorted(losses) and len(set(losses)) == len(losses) and max(losses) >= 6
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_fit_on_an_image_folder(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "imgs", n=40)
     os.chdir(tmp_path)
@@ -122,6 +126,7 @@ def test_fit_on_an_image_folder(tmp_path: Path) -> None:
     assert list((run / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_a_second_run_into_the_same_directory_must_resume(trained: Path, tmp_path: Path,
                                                           capsys) -> None:
     import shutil
@@ -133,6 +138,7 @@ def test_a_second_run_into_the_same_directory_must_resume(trained: Path, tmp_pat
     assert len(err) == 1 and "--ckpt_path last" in err[0]
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_evaluate_prints_json_and_appends_jsonl(trained: Path, tmp_path: Path, capsys) -> None:
     args = ["evaluate", str(trained / "last.ckpt"), "--num-samples", "40", "--metrics",
             "isc,fid,kid", "--kid-subset-size", "20", "--feature-extractor", "tiny-test",
@@ -153,6 +159,7 @@ def test_evaluate_prints_json_and_appends_jsonl(trained: Path, tmp_path: Path, c
     assert json.loads(lines[-1]) == record
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_evaluate_offline_with_the_built_in_proxy_extractor(trained: Path, tmp_path: Path,
                                                              capsys) -> None:
     """``cifar10-proxy`` ships with the package: no plugin, no download."""
@@ -168,6 +175,7 @@ def test_evaluate_offline_with_the_built_in_proxy_extractor(trained: Path, tmp_p
     assert all(1 <= record[k] <= 3 for k in inside if k.endswith("effective_components"))
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_sample_grid_and_folder(trained: Path, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -190,6 +198,7 @@ def test_sample_grid_and_folder(trained: Path, tmp_path: Path) -> None:
     assert not np.array_equal(written, generate(live, 5, 0)[0].permute(1, 2, 0).numpy())
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_sample_writes_the_format_its_name_asks_for(trained: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
@@ -204,6 +213,7 @@ def test_sample_writes_the_format_its_name_asks_for(trained: Path, tmp_path: Pat
     assert not (tmp_path / "grid.gif").exists()
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 @pytest.mark.parametrize("kind", ["missing", "truncated", "foreign"])
 def test_bad_checkpoints_are_one_line_errors(trained: Path, tmp_path: Path, capsys,
                                              kind: str) -> None:
@@ -248,6 +258,7 @@ FAMILY_SMOKE = {"sngan": ["--model.g_channels", "[32, 16, 8, 8]", "--model.d_cha
                            "[16, 16, 16, 16]"]}
 
 
+@pytest.mark.slow  # trains through Lightning
 @pytest.mark.parametrize("g_norm", ["bn", "mn"])
 @pytest.mark.parametrize("arch", ["sngan", "resnet"])
 def test_fit_each_family_then_sample_its_ema(tmp_path: Path, arch: str, g_norm: str) -> None:

@@ -17,6 +17,7 @@ QUIET = ["--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
          "--trainer.max_steps", "2", "--model.sample_every_n_steps", "0"]
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_auto_runs_eagerly_without_a_gpu_and_says_why(
         tmp_path: Path, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:

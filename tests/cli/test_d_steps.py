@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from gan_mn.cli import main
 from tests.helpers.cli import SMOKE
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_the_d_g_cycle_runs_across_epochs(tmp_path: Path) -> None:
     """4 batches an epoch (1,024 images, batch 250) and 3 D steps per G step: 4 G steps
     take 12 batches. Restarting the cycle each epoch took 15 (one extra D step an epoch)."""

@@ -38,6 +38,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "ema", root / "plain"
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_the_final_checkpoint_holds_the_live_weights(runs: tuple[Path, Path]) -> None:
     ema, plain = (torch.load(r / "smoke-seed0" / "last.ckpt", map_location="cpu",
                              weights_only=False) for r in runs)
@@ -52,6 +53,7 @@ def test_the_final_checkpoint_holds_the_live_weights(runs: tuple[Path, Path]) ->
     assert _same(loaded.state_dict(), ema["state_dict"])
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_a_resume_without_the_ema_trains_on_from_the_live_weights(
         runs: tuple[Path, Path]) -> None:
     ema, plain = runs

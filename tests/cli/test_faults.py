@@ -174,6 +174,7 @@ def test_sigterm_and_ctrl_c_save_a_final_checkpoint(data: Path, reference: Path,
     assert_matches_reference(run, reference)
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
         data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "smoke-seed0"
@@ -191,6 +192,7 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(
     assert not list(run.glob("*step*7*")) and not list(run.glob(".*tmp"))
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_non_finite_before_any_checkpoint_gives_no_resume_hint(
         data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = fit_here(data, tmp_path, "--trainer.callbacks+=tests.helpers.callbacks.PoisonAt",
@@ -258,6 +260,7 @@ def test_sigkill_during_saves_leaves_a_complete_checkpoint(tmp_path: Path) -> No
     assert ckpt["w"].numel() == 4_000_000 and bool((ckpt["w"] == ckpt["i"]).all())
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_a_resume_with_spectral_norm_equals_an_uninterrupted_run(data: Path,
                                                                   tmp_path: Path) -> None:
     """SNGAN's standard CNN with spectral norm in D (its power-iteration vectors live in
@@ -278,6 +281,7 @@ def test_a_resume_with_spectral_norm_equals_an_uninterrupted_run(data: Path,
         assert_same_state(twice[key], once[key], key)
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_two_resumes_the_first_at_an_epoch_end_equal_an_uninterrupted_run(
         data: Path, reference: Path, tmp_path: Path) -> None:
     """Stopped after step 10 (the end of the second 5-step epoch), resumed to 14 (inside

@@ -38,6 +38,7 @@ class RecordReads(Callback):
         RECORDED.append((self.mode, self.adam_steps))
 
 
+@pytest.mark.slow  # trains through Lightning
 @pytest.mark.parametrize("g_norm", ["bn", "mn"])
 def test_fit_reads_only_at_logging_steps(tmp_path: Path, g_norm: str) -> None:
     RECORDED.clear()

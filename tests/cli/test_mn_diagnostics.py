@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 from lightning.pytorch.callbacks import Callback
 
 from gan_mn.cli import main
@@ -43,6 +44,7 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_diagnostics_at_logging_steps_in_csv_and_wandb(tmp_path: Path) -> None:
     assert main(["fit", "-c", SMOKE, "--output_dir", str(tmp_path), *RUN,
                  "--wandb.mode", "offline"]) == 0
@@ -61,12 +63,14 @@ def test_diagnostics_at_logging_steps_in_csv_and_wandb(tmp_path: Path) -> None:
     assert all(key.encode() in record for key in keys)
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_one_flag_turns_them_off(tmp_path: Path) -> None:
     assert main(["fit", "-c", SMOKE, "--output_dir", str(tmp_path), *RUN,
                  "--wandb.mode", "disabled", "--mn_diagnostics", "false"]) == 0
     assert not [k for k in _rows(tmp_path / "smoke-seed0")[0] if k.startswith("mn/")]
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_other_steps_do_exactly_the_same_work(tmp_path: Path) -> None:
     """The operators of every non-logging step, with and without the diagnostics, are the
     same list (so are their host reads: none in MN); the logging steps do more."""

@@ -38,6 +38,7 @@ def test_widths_are_checked_before_anything_is_written(
     assert not out.exists()
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_widths_that_fit_train_in_a_directory_named_for_the_family(tmp_path: Path) -> None:
     """The smoke-sized SNGAN: 4 generator widths make 32 pixels. Its run directory names
     the family, so it never meets (or --overwrite deletes) the DCGAN smoke run."""
@@ -48,7 +49,7 @@ def test_widths_that_fit_train_in_a_directory_named_for_the_family(tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["sngan-smoke-seed0"]
 
 
-@pytest.mark.parametrize("size", [16, 64])
+@pytest.mark.parametrize("size", [16, pytest.param(64, marks=pytest.mark.slow)])  # (64 trains)
 def test_image_sizes_of_the_dcgan_family(tmp_path: Path, size: int,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """64 pixels trains with one more block on each side; sizes the models cannot make

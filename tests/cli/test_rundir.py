@@ -44,6 +44,7 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
     return tmp_path / "out" / run.name
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_a_run_without_checkpoint_is_not_appended_to(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """Killed before its first checkpoint: the same command refuses (naming --overwrite)
@@ -62,6 +63,7 @@ def test_a_run_without_checkpoint_is_not_appended_to(tmp_path: Path,
     assert "999" not in steps and not (run / "wandb-id").exists()
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_a_second_writer_is_refused_naming_the_holder(finished: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
@@ -103,6 +105,7 @@ def test_the_os_releases_the_lock_of_a_killed_process(tmp_path: Path) -> None:
     lock.release()
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_resume_refuses_frozen_changes_before_writing(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
@@ -172,6 +175,7 @@ def test_unavailable_extractor_weights_fail_at_start(tmp_path: Path,
     assert "missing.pth do not exist" in error(capsys)
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_train_seconds_count_training_steps_only(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Callbacks that take 100 s after every step (as an evaluation or a checkpoint write
@@ -190,6 +194,7 @@ def test_train_seconds_count_training_steps_only(tmp_path: Path,
     assert seconds[-1] < 100, seconds  # counting the callbacks, it would be > 300
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_an_internal_error_keeps_its_traceback(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug (here a ValueError planted inside training) is not turned into a one-line
@@ -309,6 +314,7 @@ def test_a_refused_start_leaves_no_directory(tmp_path: Path,
     assert not out.exists()
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_config_holds_paths_as_given_and_a_copied_run_resumes_in_place(
         tmp_path: Path, finished: Path) -> None:
     """config.yaml records --output_dir as given and no directory derived from it, so a

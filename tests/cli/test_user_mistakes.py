@@ -38,6 +38,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # trains through Lightning
 @pytest.mark.parametrize("command", ["evaluate", "sample"])
 def test_cuda_without_a_gpu_is_named_as_such(run: Path, command: str,
                                             capsys: pytest.CaptureFixture[str],
@@ -50,6 +51,7 @@ def test_cuda_without_a_gpu_is_named_as_such(run: Path, command: str,
     assert "'gpu' is not a device" in error(capsys)
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 @pytest.mark.parametrize(("options", "message"), [
     (["--batch-size", "0"], "--batch-size must be positive, got 0"),
     (["--batch-size", "-1"], "--batch-size must be positive, got -1"),
@@ -68,6 +70,7 @@ def test_sample_mistakes_are_one_line(run: Path, tmp_path: Path, options: list[s
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_sample_to_a_folder_streams_and_honours_the_umask(run: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
@@ -89,6 +92,7 @@ def test_sample_to_a_folder_streams_and_honours_the_umask(run: Path, tmp_path: P
     assert stat.S_IMODE((tmp_path / "pngs").stat().st_mode) == 0o755
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_evaluate_of_a_run_directory_says_what_it_is(run: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(run)]) == 2
@@ -111,6 +115,7 @@ def test_norm_options_are_checked_for_bn_as_for_mn(tmp_path: Path, norm_kwargs: 
     assert not out.exists()
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_too_few_images_says_image_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                         ) -> None:
     data = write_image_folder(tmp_path / "one", n=1, size=32)
@@ -119,6 +124,7 @@ def test_too_few_images_says_image_once(tmp_path: Path, capsys: pytest.CaptureFi
     assert "has 1 image, fewer than one batch (16)" in error(capsys)
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_a_resume_on_other_images_is_refused_a_moved_folder_is_not(
         run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
@@ -136,6 +142,7 @@ def test_a_resume_on_other_images_is_refused_a_moved_folder_is_not(
     assert main([*common, "--data.root", str(moved)]) == 0
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_a_resume_with_no_steps_left_says_so(run: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
@@ -148,6 +155,7 @@ def test_a_resume_with_no_steps_left_says_so(run: Path, tmp_path: Path,
     assert snapshot(out) == before
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_a_run_shorter_than_the_logging_interval_writes_its_metrics(tmp_path: Path) -> None:
     """Its last step is logged anyway; every row is at the generator steps done."""
     import csv
@@ -160,6 +168,7 @@ def test_a_run_shorter_than_the_logging_interval_writes_its_metrics(tmp_path: Pa
     assert float(rows[0]["loss/d"]) > 0 and float(rows[0]["time/train_seconds"]) > 0
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_steps_of_every_row_are_generator_steps_and_monotonic(tmp_path: Path) -> None:
     """Training rows, evaluation rows and sample grids at the same steps, in order (what
     wandb receives too): no 40, 40, 39."""
@@ -177,6 +186,7 @@ def test_steps_of_every_row_are_generator_steps_and_monotonic(tmp_path: Path) ->
     assert steps == sorted(steps) and set(steps) == {2, 4}
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_plain_fit_is_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             caplog: pytest.LogCaptureFixture) -> None:
     """No Lightning tip, no wandb 'anonymous' warning; torch's CUDA-runtime note muted."""
@@ -189,6 +199,7 @@ def test_plain_fit_is_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert logging.getLogger("torch.utils.cpp_extension").level == logging.ERROR
 
 
+@pytest.mark.slow  # trains through Lightning (its fixture)
 def test_evaluate_against_another_reference(run: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """--reference DIR: the values against that folder's images, recorded as such."""

@@ -16,6 +16,7 @@ FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
         "--model.sample_every_n_steps", "0", *EAGER_MN, *QUIET]
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_wandb_online_without_login_falls_back_to_offline(
         in_tmp: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -29,6 +30,7 @@ def test_wandb_online_without_login_falls_back_to_offline(
     assert list((in_tmp / "checkpoints" / "smoke-seed0" / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_wandb_run_is_self_describing(tmp_path: Path) -> None:
     """The offline wandb run holds the whole resolved config, the setting as its group and
     the norms as tags (read from wandb's own record file)."""

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 from lightning.pytorch.loggers import CSVLogger
 
 from gan_mn.data import GANDataModule
@@ -14,6 +15,7 @@ from gan_mn.training import GAN
 from tests.helpers.fakes import TINY_EXTRACTOR
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_callback_logs_fid_and_isc_and_restores_train_mode(tmp_path: Path) -> None:
     modes = []
 

@@ -33,6 +33,7 @@ def test_norm_chosen_per_layer() -> None:
     assert _norm_types(DCGANDiscriminator(norm=["none", "mn"])) == [nn.Identity, MixtureNorm2d]
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_training_step_updates_both_networks() -> None:
     g, d = DCGANGenerator(norm="mn"), DCGANDiscriminator(norm="mn")
     fake = g(g.sample_latent(8))
@@ -68,6 +69,7 @@ def test_dcgan_widths_for_32_and_64_pixels() -> None:
         dcgan_widths(64, (16, 8), (64, 128, 256))
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_sampling_restores_the_generator_even_on_errors() -> None:
     from gan_mn.models import sampling
 

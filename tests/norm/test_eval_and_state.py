@@ -36,6 +36,7 @@ def _reference_eval(mn: MixtureNorm2d, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(n, h, w, c).permute(0, 3, 1, 2).float()
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_eval_uses_the_running_mixture() -> None:
     mn = MixtureNorm2d(2, num_components=3)
     with torch.no_grad():
@@ -51,6 +52,7 @@ def test_eval_uses_the_running_mixture() -> None:
         assert torch.equal(v, before[k]), f"eval forward changed {k}"
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_standing_statistics_average_the_given_batches() -> None:
     model = nn.Sequential(nn.Conv2d(2, 4, 1), MixtureNorm2d(4), nn.ReLU(),
                           nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5))
@@ -82,6 +84,7 @@ def test_standing_statistics_average_the_given_batches() -> None:
     assert int(model[1].num_batches_tracked) == 4
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_standing_statistics_rejects_no_batches() -> None:
     model = nn.Sequential(MixtureNorm2d(2))
     for x in _batches(2):
@@ -93,6 +96,7 @@ def test_standing_statistics_rejects_no_batches() -> None:
         assert torch.equal(v, before[k])
 
 
+@pytest.mark.slow  # compiles with Inductor
 @pytest.mark.parametrize("k", [1, 3])
 def test_state_dict_round_trip_restores_behaviour(k: int) -> None:
     trained = MixtureNorm2d(2, num_components=k)

@@ -86,6 +86,7 @@ def test_inductor_matches_eager(memory_format: torch.memory_format) -> None:
         _assert_same(fused, _run(EAGER, x, tau, start, affine))
 
 
+@pytest.mark.slow  # interprets Triton kernels
 @pytest.mark.parametrize("memory_format", FORMATS)
 def test_triton_matches_eager(interpret: None, memory_format: torch.memory_format) -> None:
     x, cases = _cases(memory_format)
@@ -95,6 +96,7 @@ def test_triton_matches_eager(interpret: None, memory_format: torch.memory_forma
         _assert_same(results, _run(EAGER, x, tau, start, affine))
 
 
+@pytest.mark.slow  # interprets Triton kernels
 def test_triton_through_collectives_matches_eager(interpret: None) -> None:
     """The DDP branch (sums combined in torch around the all-reduces), group of one."""
     x, cases = _cases(torch.contiguous_format)
@@ -106,7 +108,8 @@ def test_triton_through_collectives_matches_eager(interpret: None) -> None:
         assert sync.calls == (2 if start is not None else 1) + 1
 
 
-@pytest.mark.parametrize("kernels", [EAGER, INDUCTOR, TRITON])
+@pytest.mark.parametrize("kernels", [EAGER, pytest.param(INDUCTOR, marks=pytest.mark.slow),
+                                     pytest.param(TRITON, marks=pytest.mark.slow)])
 def test_backward_skips_gradients_nobody_needs(interpret: None, kernels: Kernels,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the weight requires grad: x's and the bias's gradients are not computed."""
@@ -128,6 +131,7 @@ def test_backward_skips_gradients_nobody_needs(interpret: None, kernels: Kernels
     assert gw is not None and torch.isfinite(w.grad).all()
 
 
+@pytest.mark.slow  # interprets Triton kernels
 @pytest.mark.parametrize("kernels", ["inductor", "triton"])
 def test_layer_trains_like_the_eager_one(interpret: None, kernels: str) -> None:
     """Three training steps from one state: the kernels' outputs and buffers are as close
@@ -153,6 +157,7 @@ def test_layer_trains_like_the_eager_one(interpret: None, kernels: str) -> None:
         _assert_as_close_as_eager(buf, eager.state_dict()[name], reference[name])
 
 
+@pytest.mark.slow  # interprets Triton kernels
 def test_two_forwards_before_one_backward(interpret: None) -> None:
     """A discriminator's layers run on the real and on the fake batch before one backward:
     the two calls share their shape's plan and scratch buffers, not their saved tensors."""
@@ -181,6 +186,7 @@ def _assert_as_close_as_eager(value: torch.Tensor, eager: torch.Tensor,
     assert error <= allowed, (error, allowed)
 
 
+@pytest.mark.slow  # interprets Triton kernels
 def test_triton_layer_under_bf16_autocast(interpret: None) -> None:
     """Statistics in float32 under autocast, output in the input's dtype, as eager."""
     x = torch.randn(4, 8, 3, 3).bfloat16()
@@ -272,6 +278,7 @@ def test_layer_inside_a_compiled_model() -> None:
         torch.testing.assert_close(buf, reference.state_dict()[name], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # interprets Triton kernels
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("memory_format", FORMATS)
 def test_triton_state_update_matches_eager(interpret: None, momentum: float | None,
@@ -302,6 +309,7 @@ def test_triton_state_update_matches_eager(interpret: None, momentum: float | No
     torch.testing.assert_close(reseeded[2], picked)
 
 
+@pytest.mark.slow  # interprets Triton kernels
 @pytest.mark.parametrize(("k", "em_iters", "launches"), [(1, 1, 6), (3, 1, 6), (5, 2, 8)])
 def test_a_triton_training_step_is_six_launches(interpret: None, k: int, em_iters: int,
                                                 launches: int) -> None:

@@ -35,7 +35,8 @@ def test_a_layer_cast_to_half_precision_works_in_train_and_eval(dtype: torch.dty
                                    atol=2e-2, rtol=2e-2)
 
 
-@pytest.mark.parametrize("kernels", ["eager", "inductor", "triton"])
+@pytest.mark.parametrize("kernels", ["eager", pytest.param("inductor", marks=pytest.mark.slow),
+                                     pytest.param("triton", marks=pytest.mark.slow)])
 def test_a_non_finite_batch_leaves_the_state_as_it_was(interpret: None, kernels: str) -> None:
     torch.manual_seed(0)
     layer = MixtureNorm2d(4, 3, kernels=kernels)
@@ -56,6 +57,7 @@ def test_a_non_finite_batch_leaves_the_state_as_it_was(interpret: None, kernels:
     assert not torch.equal(layer.em_mean, before["em_mean"])
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_torch_compile_fullgraph_after_load_state_dict() -> None:
     torch.manual_seed(0)
     x = torch.randn(8, 4, 4, 4)

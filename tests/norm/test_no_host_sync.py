@@ -11,7 +11,7 @@ HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int_
 
 
 # Triton's CPU interpreter copies every argument to NumPy, so only CUDA can check it.
-@pytest.mark.parametrize("kernels", ["eager", "inductor"])
+@pytest.mark.parametrize("kernels", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_training_step_has_no_host_reads(monkeypatch: pytest.MonkeyPatch, kernels: str,
                                          momentum: float | None) -> None:

@@ -55,6 +55,7 @@ def test_degenerate_batches_stay_finite(case: str, k: int) -> None:
     assert torch.isfinite(mn(CASES[case]())).all()
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_bf16_autocast_on_cpu() -> None:
     conv = nn.Conv2d(3, 8, 3, padding=1)
     mn = MixtureNorm2d(8, num_components=3)
@@ -103,6 +104,7 @@ def test_invalid_input_names_the_problem(shape: tuple[int, ...], name: str) -> N
             mn(torch.randn(shape))
 
 
+@pytest.mark.slow  # compiles with Inductor
 def test_large_offsets_keep_precision() -> None:
     """Shifting by a sample before the one-pass statistics avoids cancellation."""
     x = 1e4 + torch.randn(8, 4, 3, 3)

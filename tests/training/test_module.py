@@ -26,6 +26,7 @@ def fit(tmp_path: Path, model: GAN, steps: int, callbacks: list | None = None,
     return trainer
 
 
+@pytest.mark.slow  # trains through Lightning
 @pytest.mark.parametrize(("g_norm", "d_norm"), [
     ("bn", "bn"), ("mn", "mn"), ("none", "none"), (["mn", "bn", "none"], ["none", "mn"])])
 def test_one_training_step_updates_both_networks(tmp_path: Path, g_norm, d_norm) -> None:
@@ -44,6 +45,7 @@ def test_one_training_step_updates_both_networks(tmp_path: Path, g_norm, d_norm)
                       + (d_norm if isinstance(d_norm, list) else [d_norm]))
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_global_step_counts_generator_steps(tmp_path: Path) -> None:
     model = GAN(d_steps=2, **TINY)
     seen = []
@@ -68,6 +70,7 @@ def test_losses_have_their_textbook_values() -> None:
         generator_loss("wasserstein", zero)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_the_loss_option_is_the_loss_trained(tmp_path: Path) -> None:
     """One step from the same weights, noise and batch with each loss: the
     discriminator's update differs, and with Adam's first step (each weight moves by
@@ -119,6 +122,7 @@ def test_labels_from_norms() -> None:
     assert default_label(["mn", "bn", "mn"], "bn") == "g-bn+mn_d-bn"
 
 
+@pytest.mark.slow  # trains through Lightning
 @pytest.mark.parametrize("callback", [EMAWeightAveraging, EMA])
 def test_ema_generator_is_sampled_and_averages_mn_buffers(tmp_path: Path, callback: type
                                                           ) -> None:
@@ -146,6 +150,7 @@ def test_ema_generator_is_sampled_and_averages_mn_buffers(tmp_path: Path, callba
     assert not torch.equal(mn.running_mean, live[-1])
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_sample_grid_is_written_every_n_steps(tmp_path: Path) -> None:
     model = GAN(**{**TINY, "sample_every_n_steps": 2, "num_grid_samples": 4})
     fit(tmp_path, model, steps=4)

@@ -57,6 +57,7 @@ class RecordCapturedStep(Callback):
         self.adam_steps = [s["step"] for opt in trainer.optimizers for s in opt.state.values()]
 
 
+@pytest.mark.slow  # trains through Lightning
 @pytest.mark.parametrize("ema", [False, True])
 @pytest.mark.parametrize("g_norm", ["bn", "mn"])
 def test_graph_safe_step_equals_the_plain_step(tmp_path: Path, g_norm: str, ema: bool) -> None:
@@ -84,6 +85,7 @@ def test_graph_safe_step_equals_the_plain_step(tmp_path: Path, g_norm: str, ema:
         assert torch.equal(value, runs[1][key]), key
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_ema_averages_as_lightnings_and_copies_counters(tmp_path: Path) -> None:
     """Floating-point tensors: bit for bit Lightning's ``EMAWeightAveraging``. Counters and
     flags are copied (``AveragedModel`` averages and truncates them)."""
@@ -110,6 +112,7 @@ FAMILIES = {
 }
 
 
+@pytest.mark.slow  # trains through Lightning
 @pytest.mark.parametrize("d_steps", [1, 5])
 @pytest.mark.parametrize("g_norm", ["bn", "mn"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -129,6 +132,7 @@ def test_graph_safe_step_equals_the_plain_step_for_every_family(
         assert torch.equal(value, states[1][key]), key
 
 
+@pytest.mark.slow  # trains through Lightning
 def test_ema_copies_spectral_norm_vectors_and_averages_the_weights(tmp_path: Path) -> None:
     """(Checked during training: at the end of fit Lightning copies the average into the
     model.)"""
