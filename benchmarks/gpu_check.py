@@ -26,7 +26,8 @@ Sections (``--only`` picks some):
   ``cuda_graph``) under ``torch.cuda.set_sync_debug_mode("error")``.
 - ``graph``: the captured step against the eager one, 20 steps from one seed.
 - ``timings``: whole DCGAN steps (eager BN; MN with the Triton, Inductor and eager
-  kernels; captured BN and MN) and each norm layer's forward + backward, measured side by
+  kernels; captured BN and MN), whole SNGAN steps with 5 D steps (BN and MN, eager and
+  captured) and each norm layer's forward + backward, measured side by
   side, with the ratios against their targets (reported, not failed); a small layer's
   host time against BN's with the Triton launches as no-ops (and, on CUDA, real).
 
@@ -101,7 +102,7 @@ def check_graph(device: str, record: Any) -> None:
     import torch
 
     from gan_mn.models import build_models
-    from gan_mn.training.step import CapturedStep, GANUpdate
+    from gan_mn.training.step import GANUpdate, generator_cycle
 
     cuda = device == "cuda"
     families = {"dcgan": ({}, 1, "ns"), "sngan": ({"d_norm": "sn"}, 5, "hinge"),
@@ -121,11 +122,8 @@ def check_graph(device: str, record: Any) -> None:
             g, d = g.to(device), d.to(device)
             opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999),
                                              capturable=cuda) for m in (g, d))
-            update = GANUpdate(g, d, loss, opt_d, opt_g)
-            last = update.with_fresh_fake if d_steps > 1 else update
-            step = CapturedStep(last) if graphed else last
-            d_alone = CapturedStep(update.discriminator_only) if graphed else \
-                update.discriminator_only
+            d_alone, step = generator_cycle(GANUpdate(g, d, loss, opt_d, opt_g), d_steps,
+                                            graphed)
             batch = 64 if cuda else 8
             real = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
             seen = []
@@ -193,6 +191,7 @@ def timings(device: str, record: Any, rounds: int, reps: int) -> None:
         record("targets", "graphed MN step (ms) vs this run's eager BN step", graphed,
                f"< {t['BN'] * 1e3:.2f} (goal 2)", None,
                verdict(graphed < t["BN"] * 1e3))
+    sngan_steps(dev, record, rounds, reps, warmup, verdict)
     for name, shape in shapes:
         fns = {"BN": make_layer_step("bn", {}, shape, dev, fmt),
                best: make_layer_step("mn", {"num_components": 3,
@@ -201,6 +200,35 @@ def timings(device: str, record: Any, rounds: int, reps: int) -> None:
         ratio = lt[best] / lt["BN"]
         record("targets", f"layer {name} fwd+bwd {best}/BN", ratio, "<= 2", None,
                f"{lt['BN'] * 1e3:.3f} ms BN, {verdict(ratio <= 2)}")
+
+
+def sngan_steps(dev: Any, record: Any, rounds: int, reps: int, warmup: int,
+                verdict: Any) -> None:
+    """SNGAN's standard CNN as its configs train it (5 D steps per G step, spectral norm in
+    D, hinge loss), MN (Triton) or BN in G, eager and captured: a whole generator step.
+    On the CPU tiny widths, MN's eager kernels, and "captured" runs eagerly."""
+    import torch
+    from norm_overhead import make_model_step, race
+
+    cuda = dev.type == "cuda"
+    base = {"arch": "sngan", "z_dim": 128, "d_norm": "sn", "loss": "hinge", "d_steps": 5}
+    if not cuda:
+        base |= {"g_channels": (32, 16, 8, 8), "d_channels": (8, 16, 16)}
+    mn = {**base, "g_norm": "mn",
+          "norm_kwargs": {"mn": {"kernels": "triton" if cuda else "eager"}}}
+    models = {"BN": ({**base, "g_norm": "bn"}, False), "MN": (mn, False),
+              "BN graphed": ({**base, "g_norm": "bn"}, True), "MN graphed": (mn, True)}
+    torch.manual_seed(0)
+    batch = 64 if cuda else 8
+    steps = {name: make_model_step(m, dev, torch.contiguous_format, batch, graphed)
+             for name, (m, graphed) in models.items()}
+    t = race(steps, rounds, max(1, reps // 5), warmup, dev)
+    for name, seconds in t.items():
+        record("timings", f"SNGAN step (5 D steps, MN in G), batch {batch}: {name} (ms)",
+               seconds * 1e3, None, None, f"{seconds / t['BN']:.2f}x BN")
+    record("targets", "graphed SNGAN MN step (ms) vs this run's eager BN step",
+           t["MN graphed"] * 1e3, f"< {t['BN'] * 1e3:.2f}", None,
+           verdict(t["MN graphed"] < t["BN"]))
 
 
 def launch_cost(device: str, record: Any) -> None:

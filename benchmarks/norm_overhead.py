@@ -35,7 +35,7 @@ from torch import nn
 
 from gan_mn.models import DCGAN_WIDTHS, build_models
 from gan_mn.norm import make_norm
-from gan_mn.training.step import CapturedStep, GANUpdate
+from gan_mn.training.step import GANUpdate, generator_cycle
 
 # (name, shape) of every norm layer in the standard 32x32 DCGAN at batch 64.
 LAYER_SHAPES = [
@@ -68,7 +68,8 @@ def make_step(norm: str, norm_kwargs: dict[str, Any], device: torch.device,
 
 
 def make_model_step(model: dict[str, Any], device: torch.device, fmt: torch.memory_format,
-                    batch: int, graphed: bool = False) -> Callable[[], None]:
+                    batch: int, graphed: bool = False
+                    ) -> Callable[[], tuple[torch.Tensor, ...]]:
     """A closure running one generator step of the GAN that ``model`` (a run config's
     ``model`` section: family, widths, norms, loss, D steps) describes: the training
     module's own update (:class:`~gan_mn.training.step.GANUpdate`, plain torch), with
@@ -81,21 +82,23 @@ def make_model_step(model: dict[str, Any], device: torch.device, fmt: torch.memo
                         model.get("g_channels", dcgan[0]), model.get("d_channels", dcgan[1]),
                         model["g_norm"], model["d_norm"], kw, 32)
     g, d = g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
-    adam = {"lr": 2e-4, "betas": (0.5, 0.999), **({"capturable": True} if graphed else {})}
+    capturable = graphed and device.type == "cuda"  # (on the CPU "graphed" runs eagerly)
+    adam = {"lr": 2e-4, "betas": (0.5, 0.999), **({"capturable": True} if capturable else {})}
     opt_g = torch.optim.Adam(g.parameters(), **adam)
     opt_d = torch.optim.Adam(d.parameters(), **adam)
-    update = GANUpdate(g, d, model.get("loss", "ns"), opt_d, opt_g)
-    run = CapturedStep(update) if graphed else update
-    extra_d_steps = model.get("d_steps", 1) - 1
-    if graphed and extra_d_steps:
-        raise ValueError("a captured step takes one D step per G step")
+    d_steps = model.get("d_steps", 1)
+    d_alone, last = generator_cycle(GANUpdate(g, d, model.get("loss", "ns"), opt_d, opt_g),
+                                    d_steps, graphed)
     real = (torch.rand(batch, 3, 32, 32, device=device) * 2 - 1).contiguous(memory_format=fmt)
 
-    def step() -> None:
-        for _ in range(extra_d_steps):
-            update.discriminator_step(real, g.sample_latent(batch, device))
-        run(real, g.sample_latent(batch, device))
+    def step() -> tuple[torch.Tensor, ...]:
+        for _ in range(d_steps - 1):
+            d_alone(real, g.sample_latent(batch, device))
+        z = g.sample_latent(batch, device)
+        z_g = (g.sample_latent(batch, device),) if d_steps > 1 else ()
+        losses = last(real, z, *z_g)
         opt_g.step()
+        return losses
 
     return step
 
@@ -115,7 +118,7 @@ def make_layer_step(norm: str, norm_kwargs: dict[str, Any], shape: tuple[int, ..
     return step
 
 
-def race(fns: dict[str, Callable[[], None]], rounds: int, reps: int, warmup: int,
+def race(fns: dict[str, Callable[[], object]], rounds: int, reps: int, warmup: int,
          device: torch.device) -> dict[str, float]:
     """Median seconds per call of each function, interleaving them round by round."""
     for fn in fns.values():

@@ -28,7 +28,7 @@ from gan_mn.norm import NORM_KINDS, make_norm
 from gan_mn.runs import NO_EFFECT_NORM_OPTIONS
 from gan_mn.training.finite_watch import FiniteWatch, check_state_finite
 from gan_mn.training.losses import LOSS_KINDS, LossKind
-from gan_mn.training.step import CapturedStep, GANUpdate
+from gan_mn.training.step import GANUpdate, Step, generator_cycle
 
 
 def default_label(g_norm: str | Sequence[str], d_norm: str | Sequence[str],
@@ -156,8 +156,8 @@ class GAN(pl.LightningModule):
         self._finite = FiniteWatch()
         self._update: GANUpdate | None = None  # built with the optimisers, per fit
         self._last_losses: dict[str, Tensor] = {}
-        self._captured: CapturedStep | None = None  # the batch that ends with G's step
-        self._captured_d: CapturedStep | None = None  # the batches of D's step alone
+        self._captured: Step | None = None  # captured: the batch that ends with G's step
+        self._captured_d: Step | None = None  # captured: the batches of D's step alone
 
     @override
     def forward(self, z: Tensor) -> Tensor:
@@ -197,10 +197,8 @@ class GAN(pl.LightningModule):
                 step_d=lambda: strategy.optimizer_step(opt_d.optimizer, closure=_no_closure),
                 freeze_d=lambda: self.toggled_optimizer(opt_g))
             if self.hparams.cuda_graph:
-                several = self.hparams.d_steps > 1
-                self._captured = CapturedStep(self._update.with_fresh_fake if several
-                                              else self._update)
-                self._captured_d = CapturedStep(self._update.discriminator_only)
+                self._captured_d, self._captured = generator_cycle(
+                    self._update, self.hparams.d_steps, graphed=True)
         return self._update
 
     def _step(self, batch: Tensor, batch_idx: int) -> None:

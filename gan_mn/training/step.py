@@ -156,3 +156,17 @@ class CapturedStep:
             graph.replay()  # capturing ran nothing: this is the step
         self.calls += 1
         return self.outputs
+
+
+Step = Callable[..., tuple[Tensor, ...]]
+
+
+def generator_cycle(update: GANUpdate, d_steps: int, graphed: bool) -> tuple[Step, Step]:
+    """The two calls of a cycle of ``d_steps`` batches: ``d_alone(real, z)`` for the first
+    ``d_steps - 1`` (D's step), then ``last(real, z[, z_g])`` (D's step, then G's backward,
+    on a fresh fake batch ``G(z_g)`` if D has stepped since ``G(z)``), each a
+    :class:`CapturedStep` if ``graphed``."""
+    last = update.with_fresh_fake if d_steps > 1 else update
+    if graphed:
+        return CapturedStep(update.discriminator_only), CapturedStep(last)
+    return update.discriminator_only, last
