@@ -202,7 +202,7 @@ class TritonKernels:
             x = x.contiguous()
         flags = (weight is not None, bias is not None, update is not None,
                  update is not None and update.momentum is None, sync is not None)
-        key = (x.shape, x.stride(), x.device,
+        key = (x.shape, x.stride(), x.dtype, x.device,
                None if posteriors is None else (posteriors.shape, posteriors.stride()),
                None if start is None else start.weight.shape[0],
                None if shift is None else shift.stride(0), flags)
