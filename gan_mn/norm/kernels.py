@@ -71,6 +71,9 @@ class EagerKernels:
     def backward(self, grad_out: Tensor, saved: tuple[Tensor | None, ...],
                  weight: Tensor | None, layout: Layout, needs: Needs,
                  sync: Collectives | None) -> tuple[Tensor | None, ...]:
+        # (detached: under create_graph no second-order path runs through the weight, as
+        # with the other kernel sets)
+        weight = None if weight is None else weight.detach()
         return eager_backward(grad_out, *saved, weight, *layout, decomposed=False, needs=needs,
                               sync=sync)
 
