@@ -118,8 +118,7 @@ class GANCLI(LightningCLI):
     @staticmethod
     @override
     def subcommands() -> dict[str, set[str]]:
-        """``fit`` only (gan-mn evaluates and samples with its own commands): the parsers
-        of validate, test and predict took half of a short fit's time."""
+        """``fit`` only: the unused validate/test/predict parsers took half a short fit."""
         return {"fit": LightningCLI.subcommands()["fit"]}
 
     @override
