@@ -96,6 +96,7 @@ class Plan:
         n, c, h, w = x.shape
         self.m, self.c, self.ncomp, self.mode = n * h * w, c, ncomp, mode
         self.device = x.device
+        self.k = k = _kernels()  # (the module, looked up per launch: tests stub its kernels)
         self.memory_format = (torch.channels_last if SampleView.is_channels_last(x)
                               else torch.contiguous_format)
         s_shift = x.stride(1) if shift is None else shift.stride(0)
@@ -107,7 +108,7 @@ class Plan:
         self.tables_grid = (_cdiv(c, blocks.table_c),)
         self.dx_grid = (b, _cdiv(c, blocks.c))
         self.stats_size = 2 * ncomp + 3 * ncomp * c
-        self.tau_shape = None if mode == _kernels().ONES else (self.m, ncomp)
+        self.tau_shape = None if mode == k.ONES else (self.m, ncomp)
         f32 = {"device": x.device, "dtype": torch.float32}
         self.part = torch.empty(b * ncomp * (1 + 2 * c), **f32)
         self.grad_part = torch.empty(2 * b * ncomp * c + 3 * ncomp * c, **f32)
@@ -116,7 +117,7 @@ class Plan:
         rows = {**sizes, "BLOCK_M": blocks.m, "BLOCK_C": blocks.c}
         tables = {**sizes, "BLOCK_B": blocks.table_b, "BLOCK_C": blocks.table_c}
         one = self.tau_shape is None
-        estep = mode == _kernels().ESTEP
+        estep = mode == k.ESTEP
         # [not the last EM iteration, the last]
         self.stats_args = [{**rows, "MODE": mode, "SAVE_TAU": last and not one}
                            for last in (False, True)]
@@ -207,7 +208,7 @@ class TritonKernels:
                None if start is None else start.weight.shape[0],
                None if shift is None else shift.stride(0), flags)
         plan = self._plans.get(key) or self._plan(key, x, posteriors, start, shift)
-        k = _kernels()
+        k = plan.k
         tau = None if plan.tau_shape is None else torch.empty(
             plan.tau_shape, device=plan.device, dtype=torch.float32)
         shift_arg, tau_arg = x if shift is None else shift, x if tau is None else tau
@@ -244,7 +245,7 @@ class TritonKernels:
                  sync: Collectives | None) -> tuple[Tensor | None, ...]:
         x, shift, tau, st = saved
         assert x is not None and st is not None
-        k = _kernels()
+        k = plan.k
         grad_out = grad_out.contiguous(memory_format=plan.memory_format)
         shift_arg, tau_arg = x if shift is None else shift, x if tau is None else tau
         k.mn_grad_reduce[plan.rows_grid](grad_out, x, shift_arg, tau_arg, st, plan.grad_part,
