@@ -1,3 +1,8 @@
 """gan-mn: GANs trained with Mixture Normalization."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # pyproject.toml holds the version, once; the installed metadata carries it
+    __version__ = version("gan-mn")
+except PackageNotFoundError:  # the source tree on the path without being installed
+    __version__ = "unknown"

@@ -1,5 +1,5 @@
 """What a run is: the one place that classes its settings. The resume check
-(:mod:`gan_mn.cli.rundir`), the report's pooling of seeds (:mod:`gan_mn.report.runs`) and
+(:mod:`gan_mn.cli.rundir`), the report's pooling of seeds (:mod:`gan_mn.run_log`) and
 the default label (:func:`gan_mn.training.default_label`) all ask here.
 
 Settings are the dotted keys of a run's ``config.yaml`` (``model.lr_g``,

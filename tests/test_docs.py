@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gan_mn.cli import main
+from gan_mn.configs import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -78,8 +79,8 @@ def test_every_readme_command_names_what_exists() -> None:
         if words[0] == "gan-mn":
             sub = words[1]
             assert sub in SUBCOMMANDS, words
-            if "-c" in words:
-                assert (ROOT / words[words.index("-c") + 1]).is_file(), words
+            if "-c" in words:  # a packaged config's name, or a file
+                assert Path(resolve(words[words.index("-c") + 1])).is_file(), words
             split = words.index("--") if "--" in words else len(words)  # then fit's options
             for option in _options(words[2:split]):
                 assert re.search(re.escape(option) + r"\b", _help(sub)), (option, words)

@@ -59,7 +59,7 @@ def test_no_setting_is_classed_twice() -> None:
 def test_a_resume_may_change_the_kernels_and_the_report_pools_them() -> None:
     """The kernel choice was frozen to the resume check but cosmetic to the report."""
     from gan_mn.cli.rundir import resume_changes
-    from gan_mn.report.runs import _settings
+    from gan_mn.run_log import _settings
 
     saved = {"model": {"norm_kwargs": {"mn": {"kernels": "inductor"}}}}
     asked = {"model": {"norm_kwargs": {"mn": {"kernels": "eager"}}}}

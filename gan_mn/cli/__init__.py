@@ -15,7 +15,7 @@ import sys
 from argparse import ArgumentError
 
 COMMANDS = ("fit", "evaluate", "sample", "compare", "study")
-USAGE = """usage: gan-mn {fit,evaluate,sample,compare,study} ...
+USAGE = """usage: gan-mn {fit,evaluate,sample,compare,study} ... | --version
 
   fit -c CONFIG [--key value ...]  train (LightningCLI; `gan-mn fit --help` lists every key)
   evaluate CKPT [options]          IS/FID/KID/PRC of a checkpoint with torch-fidelity
@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from gan_mn import __version__
+
+        print(f"gan-mn {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     try:
         if command == "evaluate":

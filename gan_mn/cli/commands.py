@@ -149,7 +149,7 @@ def sample_main(argv: list[str]) -> int:
     from gan_mn.metrics.fidelity import generate_batches
     from gan_mn.training import load_run
 
-    run = load_run(a.checkpoint, map_location=a.device)
+    run = load_run(a.checkpoint)
     batches = generate_batches(run.gan.generator.to(a.device), a.num, a.seed, a.norm_mode,
                                a.batch_size)
     if a.out:

@@ -10,7 +10,7 @@ from pathlib import Path
 from gan_mn.cli.args import ArgumentParser
 from gan_mn.report.analysis import build_report
 from gan_mn.report.render import write_report
-from gan_mn.report.runs import ReportError, RunLog, read_run
+from gan_mn.run_log import ReportError, RunLog, read_run
 
 
 def compare_main(argv: list[str]) -> int:

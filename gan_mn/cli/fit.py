@@ -9,8 +9,8 @@ unless given, so the same command finds its run again with ``--ckpt_path last``.
 from __future__ import annotations
 
 import json
-import logging
 import os
+import sys
 from inspect import signature
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.plugins.layer_sync import LayerSync
 from typing_extensions import override
 
+from gan_mn.cli.fit_settings import check_settings
 from gan_mn.cli.output import quiet_third_parties
 from gan_mn.cli.rundir import (
     WANDB_MODES,
@@ -37,18 +38,18 @@ from gan_mn.cli.rundir import (
     run_files,
     truncate_metrics,
 )
+from gan_mn.configs import resolve_args
 from gan_mn.data import GANDataModule
 from gan_mn.files import writable
 from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
+from gan_mn.torch_files import check, checkpoint_step, load
 from gan_mn.training import GAN, MixtureDiagnostics, default_label
 from gan_mn.training.checkpoint_io import AtomicCheckpointIO
 from gan_mn.training.distributed import NormSync, unused_parameters_strategy
 from gan_mn.training.finite_watch import NonFiniteError
 from gan_mn.training.preemption import PreemptionCheckpoint
 from gan_mn.training.rng_state import RNGState
-
-log = logging.getLogger(__name__)
 
 
 class RunConfig(SaveConfigCallback):
@@ -127,6 +128,20 @@ class GANCLI(LightningCLI):
         return super().init_parser(**{"exit_on_error": False, **kwargs})
 
     @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """``-c smoke``: a packaged config by name (:mod:`gan_mn.configs`), from any folder;
+        a ``--ckpt_path`` file checked safe (:mod:`gan_mn.torch_files`) before it is read."""
+        given = sys.argv[1:] if args is None else args
+        if not isinstance(given, list):
+            super().parse_arguments(parser, args)
+            return
+        self.config = parser.parse_args(resolve_args(given))
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path and Path(ckpt_path).is_file():  # before LightningCLI reads its hparams
+            check(ckpt_path, "checkpoint")
+
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(FidelityCallback, "metrics")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -183,7 +198,7 @@ class GANCLI(LightningCLI):
         self.run_dir = run_dir
         if self.subcommand != "fit":
             return
-        _check_settings(cfg)
+        check_settings(cfg)
         if _launching_process():  # (DDP ranks started by Lightning find rank 0's files)
             self._check_run_dir(cfg, run_dir)
 
@@ -279,7 +294,7 @@ class GANCLI(LightningCLI):
         path = _resume_path(cfg)
         if path is None or not path.is_file():
             return  # (no run to resume is refused elsewhere)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = load(path)
         done, max_steps = int(ckpt.get("global_step", 0)), cfg.trainer.max_steps
         if max_steps is not None and max_steps != -1 and max_steps <= done:
             raise RunError(f"nothing to train: the run is at step {done} and "
@@ -313,8 +328,7 @@ class GANCLI(LightningCLI):
             return
         if not path.is_file():
             raise RunError(f"checkpoint to resume from not found: {path}")
-        step = int(torch.load(path, map_location="cpu", weights_only=False,
-                              mmap=True).get("global_step", 0))
+        step = checkpoint_step(path)
         truncate_metrics(self.run_dir / "metrics.csv", step, self._run_config().model.d_steps)
 
 
@@ -349,48 +363,6 @@ def _launching_process() -> bool:
     run directory's lock; ranks that Lightning launches carry their rank in the environment."""
     return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK",
                                                         "SLURM_PROCID"))
-
-
-def _check_settings(cfg: Any) -> None:
-    """Trainer settings that would otherwise fail after the run directory exists."""
-    max_steps = cfg.trainer.max_steps
-    if max_steps is not None and max_steps != -1 and max_steps < 1:
-        raise RunError(f"--trainer.max_steps must be a positive number of generator steps "
-                       f"(or -1 for no limit), got {max_steps}")
-    kernels = ((cfg.model.norm_kwargs or {}).get("mn") or {}).get("kernels")
-    on_cpu = str(cfg.trainer.accelerator) == "cpu" or not torch.cuda.is_available()
-    if kernels == "triton" and on_cpu and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RunError("MN kernels='triton' needs a CUDA GPU; use kernels='auto' here")
-    if cfg.model.cuda_graph == "auto":
-        obstacle = _graph_obstacle(cfg, on_cpu)
-        cfg.model.cuda_graph = obstacle is None
-        log.info("cuda_graph auto: %s", "capturing the training step as a CUDA graph"
-                 if obstacle is None else f"running eagerly ({obstacle[0]})")
-    elif cfg.model.cuda_graph and (obstacle := _graph_obstacle(cfg, on_cpu)) is not None:
-        raise RunError(obstacle[1])
-
-
-def _graph_obstacle(cfg: Any, on_cpu: bool) -> tuple[str, str] | None:
-    """Why the training step cannot be captured as a CUDA graph here: a short reason and
-    the one-line refusal of ``--model.cuda_graph true``; None if it can."""
-    trainer = cfg.trainer
-    if on_cpu:
-        return ("no CUDA GPU", "--model.cuda_graph true needs a CUDA GPU (it captures the "
-                "training step as a CUDA graph); leave it off on this machine")
-    if str(trainer.precision) not in ("None", "32", "32-true"):
-        return (f"precision {trainer.precision}, not float32",
-                f"--model.cuda_graph true runs in float32 only (--trainer.precision "
-                f"32-true), got {trainer.precision}")
-    devices = trainer.devices
-    many = (isinstance(devices, int) and devices > 1) or \
-        (isinstance(devices, (list, tuple)) and len(devices) > 1) or \
-        (str(devices) in ("auto", "-1") and torch.cuda.device_count() > 1) or \
-        (isinstance(devices, str) and devices.isdigit() and int(devices) > 1) or \
-        (trainer.num_nodes or 1) > 1
-    if many or "ddp" in str(trainer.strategy) or "fsdp" in str(trainer.strategy):
-        return ("more than one GPU or process", "--model.cuda_graph true trains on one GPU "
-                "in one process: set --trainer.devices 1 (DDP is not supported with it)")
-    return None
 
 
 def _check_writable(run_dir: Path) -> None:

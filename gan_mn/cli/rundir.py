@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
-from gan_mn.report.runs import metrics_rows, steps_done
+from gan_mn.run_log import metrics_rows, steps_done
 from gan_mn.runs import ADDED_LATER, flatten, frozen, setting_class
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ from importlib import metadata
 from pathlib import Path
 
 from gan_mn.cli.args import ArgumentParser
+from gan_mn.configs import FOLDER as CONFIGS
 from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
-from gan_mn.report.runs import metrics_rows, steps_done
+from gan_mn.run_log import metrics_rows, steps_done
 
 # group -> (config, extra `gan-mn fit` options); each group's label is its name
 GROUPS: dict[str, tuple[str, list[str]]] = {
@@ -41,8 +42,6 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
     "resnet-bn": ("resnet_bn.yaml", []),
     "resnet-mn-g": ("resnet_mn.yaml", []),
 }
-# the repository's configs, wherever the command runs from
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def parser() -> ArgumentParser:
@@ -77,11 +76,6 @@ def study_main(argv: list[str]) -> int:
         if getattr(a, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got "
                             f"{getattr(a, name)}")
-    configs = sorted({GROUPS[g][0] for g in a.groups})
-    missing = [c for c in configs if not (CONFIGS / c).is_file()]
-    if missing:
-        raise UserError(f"the configs {', '.join(missing)} are not in {CONFIGS}: run "
-                        "gan-mn study from a clone of the repository")
     jobs = [(g, s) for s in a.seeds for g in a.groups]  # seed-major: partial studies balance
     started = _now()
     with ThreadPoolExecutor(max_workers=a.parallel) as pool:
@@ -95,8 +89,9 @@ def study_main(argv: list[str]) -> int:
 def finished_step(run_dir: Path) -> int:
     """The run's step: from last.ckpt, or for a committed run (checkpoints are not
     committed) the last step its metrics.csv logged; -1 if it has neither."""
-    import torch
     import yaml
+
+    from gan_mn.torch_files import UnsafeFileError, checkpoint_step
 
     last = run_dir / "last.ckpt"
     if not last.is_file():
@@ -110,8 +105,9 @@ def finished_step(run_dir: Path) -> int:
         steps = [s for r in metrics_rows(metrics) if (s := steps_done(r, d_steps)) is not None]
         return max(steps, default=-1)
     try:
-        return int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-                   .get("global_step", 0))
+        return checkpoint_step(last)
+    except UnsafeFileError:  # refused in one line: nothing from it may run, not even fit's
+        raise
     except Exception:  # unreadable: treat as not started (checkpoints are written atomically)
         return -1
 
@@ -173,9 +169,13 @@ def record_launch(out: Path, argv: list[str], started: str, lines: list[str]) ->
     """Append this launch to ``OUT/manifest.json``; a study's README is written from it."""
     import torch
 
+    clone = Path(__file__).resolve().parents[2]  # (an installed package is in no clone)
+
     def git(*args: str) -> str | None:
+        if not (clone / ".git").exists():
+            return None
         try:
-            return subprocess.run(["git", *args], cwd=CONFIGS.parent, capture_output=True,
+            return subprocess.run(["git", *args], cwd=clone, capture_output=True,
                                   text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None

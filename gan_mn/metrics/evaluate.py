@@ -64,7 +64,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: MetricSettings, *,
     load_plugin(settings.extractor_plugin)
     check_extractor_weights(settings.feature_extractor, settings.feature_extractor_weights_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    run = load_run(checkpoint, map_location=device)
+    run = load_run(checkpoint)
     generator = run.gan.generator.to(device)
     size = int((run.data_hparams or {}).get("image_size", 32))
     data = reference_data(reference, run.data_hparams, size, data_root)

@@ -37,6 +37,7 @@ from gan_mn.metrics.protocol import (
     Protocol,
 )
 from gan_mn.models import sampling
+from gan_mn.torch_files import UnsafeFileError, check, load
 
 
 class UInt8Generator(nn.Module):
@@ -210,6 +211,13 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
     device = next(generator.parameters()).device
     kwargs = fidelity_kwargs(reference, reference_key, protocol, settings,
                              cuda=device.type == "cuda")
+    for path in _cache_files(kwargs):  # torch-fidelity loads them with weights_only=False
+        try:
+            check(path, "metrics cache file")
+        except UnsafeFileError:
+            raise
+        except Exception:  # unreadable: torch-fidelity's load fails, worded below
+            pass
     try:
         with sampling(generator, protocol.norm_mode) as model, warnings.catch_warnings():
             # torch-fidelity's reference loader asks for 4 workers whatever the machine;
@@ -220,8 +228,7 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
             result = torch_fidelity.calculate_metrics(
                 input1=wrapper, input1_model_num_samples=protocol.num_samples, **kwargs)
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        cached = sorted(Path(kwargs["cache_root"]).glob(f"{kwargs['input2_cache_name']}-*.pt")
-                        ) if kwargs["input2_cache_name"] else []
+        cached = _cache_files(kwargs)
         if not cached or not _unreadable(cached):
             raise
         raise MetricsError(f"cached reference statistics cannot be read: "
@@ -230,12 +237,18 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
     return numbers(protocol, result)
 
 
+def _cache_files(kwargs: dict[str, Any]) -> list[Path]:
+    """The reference's cached statistics and features, as torch-fidelity names them."""
+    name = kwargs["input2_cache_name"]
+    return sorted(Path(kwargs["cache_root"]).glob(f"{name}-*.pt")) if name else []
+
+
 def _unreadable(paths: list[Path]) -> list[Path]:
     """The cache files among ``paths`` that torch cannot load (truncated, corrupt)."""
     bad = []
     for path in paths:
         try:
-            torch.load(path, map_location="cpu", weights_only=False)
+            load(path, "metrics cache file")
         except Exception:  # any failure to load is what we report
             bad.append(path)
     return bad

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from gan_mn.torch_files import load
+
 NAME = "cifar10-proxy"
 WEIGHTS = Path(__file__).with_name("cifar10_proxy.pt")
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -67,8 +69,7 @@ class CifarProxyExtractor(FeatureExtractorBase):
                  feature_extractor_weights_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(name, features_list)
         self.net = ProxyNet()
-        state = torch.load(feature_extractor_weights_path or WEIGHTS, map_location="cpu",
-                           weights_only=True)
+        state = load(feature_extractor_weights_path or WEIGHTS, "weights file")
         self.net.load_state_dict(state)
         self.net.eval()
         self.requires_grad_(False)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from gan_mn.report.runs import RunLog
+from gan_mn.run_log import RunLog
 
 FIELDS = ("effective_components", "posterior_entropy")
 COLUMN = re.compile(r"^mn/(.+)/(\w+)$")

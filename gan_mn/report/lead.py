@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from gan_mn.report.runs import RunLog
 from gan_mn.report.speedup import auc, seed_curves
 from gan_mn.report.stats import gap_intervals, mean_interval, step_classes, welch
+from gan_mn.run_log import RunLog
 
 CLASSES = ("ahead", "level", "behind")
 NO_INTERVAL = "no interval"  # the class of every step when a group has one seed

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from gan_mn.report.runs import ReportError, RunLog
 from gan_mn.report.stats import bootstrap_ratio, mean_interval, welch
+from gan_mn.run_log import ReportError, RunLog
 
 
 def first_at_or_below(fid: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -6,17 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+
+from gan_mn.torch_files import checkpoint_step
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = str(ROOT / "configs" / "smoke.yaml")
+SMOKE = str(ROOT / "gan_mn" / "configs" / "smoke.yaml")
 # MN with its eager kernels: runs that do not test the compiled kernels (tests/norm does)
 # skip compiling them, seconds per process.
 EAGER_MN = ["--model.norm_kwargs", '{"mn": {"kernels": "eager"}}']
 
 
 def step_of(ckpt: Path) -> int:
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    return checkpoint_step(ckpt)
 
 
 def error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -349,7 +349,7 @@ def test_rows_logged_the_old_way_with_several_d_steps(tmp_path: Path) -> None:
     """Older versions logged training rows at Lightning's 0-based batch index (and an
     epoch): with 2 D steps per G step, batch 399 ends generator step 200. Rows logged the
     current way (no epoch) carry the generator steps done."""
-    from gan_mn.report.runs import steps_done
+    from gan_mn.run_log import steps_done
 
     old = write_run(tmp_path, "bn", 0, {200: 30})
     with open(old / "config.yaml", "a") as f:

@@ -1,4 +1,6 @@
-"""Read one training run's logged metrics and its config: the input of ``gan-mn compare``.
+"""Read a training run's ``metrics.csv`` and config: the one reader of them, for
+``gan-mn compare`` and for ``gan-mn fit``/``study`` (resume truncation, finished steps).
+Imports neither torch nor scipy nor matplotlib, so training does not load the statistics.
 
 A run directory is what ``gan-mn fit`` writes: ``metrics.csv`` (Lightning's CSV logger,
 appended on resume) and ``config.yaml`` (LightningCLI's saved config, which holds the
