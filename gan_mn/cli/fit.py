@@ -137,6 +137,9 @@ class GANCLI(LightningCLI):
             return
         self.config = parser.parse_args(resolve_args(given))
         sub = self.config.get("subcommand")
+        seed = self.config[sub].get("seed_everything") if sub else None
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+            raise RunError(f"--seed_everything must be between 0 and {2**32 - 1}, got {seed}")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if ckpt_path and Path(ckpt_path).is_file():  # before LightningCLI reads its hparams
             check(ckpt_path, "checkpoint")

@@ -11,15 +11,21 @@ package versions, the machine, start and end, and what each run did.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from gan_mn.cli.args import ArgumentParser
 from gan_mn.configs import FOLDER as CONFIGS
@@ -42,6 +48,21 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
     "resnet-bn": ("resnet_bn.yaml", []),
     "resnet-mn-g": ("resnet_mn.yaml", []),
 }
+
+
+# What the study sets for every run, and the study option that sets it: given after --,
+# they would conflict (a run stopped at another step than --steps, then refused on resume).
+STUDY_SETS = {
+    "-c": "--groups", "--config": "--groups", "--model.label": "--groups",
+    "--seed_everything": "--seeds", "--trainer.max_steps": "--steps",
+    "--data.dataset": "--dataset", "--data.root": "--data-root",
+    "--metrics.every_n_steps": "--eval-every", "--metrics.num_samples": "--num-samples",
+    "--metrics.feature_extractor": "--extractor", "--metrics.extractor_plugin": "--plugin",
+    "--metrics.cache_dir": "--cache-dir", "--checkpoint.every_n_train_steps":
+    "--checkpoint-every", "--output_dir": "--out", "--run_name": "--out",
+    "--ckpt_path": "(a study resumes by itself)", "--overwrite": "(a study resumes by itself)"}
+NORM_KWARGS = "--model.norm_kwargs"
+MAX_SEED = 2**32 - 1  # what torch and numpy seed with
 
 
 def parser() -> ArgumentParser:
@@ -71,19 +92,136 @@ def study_main(argv: list[str]) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     a = parser().parse_args(argv[:split])
     a.extra = argv[split + 1:]
+    check_options(a)
+    jobs = [(g, s) for s in a.seeds for g in a.groups]  # seed-major: partial studies balance
+    started = _now()
+    children = Children()
+    with children.stopped_by_sigterm(), ThreadPoolExecutor(max_workers=a.parallel) as pool:
+        lines = list(pool.map(lambda job: run_one(a, *job, children), jobs))
+    for line in lines:
+        print(line, flush=True)
+    record_launch(Path(a.out), argv, started, lines)
+    if children.stopped:
+        print("gan-mn: study stopped by a signal; run the same command again to resume",
+              file=sys.stderr)
+        return 143
+    return 0 if not any("FAILED" in line for line in lines) else 1
+
+
+class Children:
+    """The ``fit`` processes a study runs. On SIGTERM each is sent SIGTERM too (it saves
+    its ``last.ckpt``), the study waits for them, starts no more, and still records the
+    launch: a rerun resumes every run where it stopped."""
+
+    def __init__(self) -> None:
+        self.running: set[subprocess.Popen[bytes]] = set()
+        self.stopped = False
+        self.guard = threading.Lock()
+
+    @contextmanager
+    def stopped_by_sigterm(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # (signals reach the main thread only)
+            return
+        previous = signal.signal(signal.SIGTERM, self._stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        with self.guard:
+            self.stopped = True
+            for child in self.running:
+                child.send_signal(signal.SIGTERM)
+
+    def call(self, cmd: list[str], **kwargs: Any) -> int | None:
+        """Run ``cmd`` to its end; None (not started) once the study is stopping."""
+        with self.guard:
+            if self.stopped:
+                return None
+            child = subprocess.Popen(cmd, **kwargs)
+            self.running.add(child)
+        try:
+            return child.wait()
+        finally:
+            with self.guard:
+                self.running.discard(child)
+
+
+def check_options(a: argparse.Namespace) -> None:
+    """Every refusal before anything is written, each in one line."""
     for name in ("steps", "eval_every", "num_samples", "checkpoint_every", "parallel",
                  "threads"):
         if getattr(a, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got "
                             f"{getattr(a, name)}")
-    jobs = [(g, s) for s in a.seeds for g in a.groups]  # seed-major: partial studies balance
-    started = _now()
-    with ThreadPoolExecutor(max_workers=a.parallel) as pool:
-        lines = list(pool.map(lambda job: run_one(a, *job), jobs))
-    for line in lines:
-        print(line, flush=True)
-    record_launch(Path(a.out), argv, started, lines)
-    return 0 if not any("FAILED" in line for line in lines) else 1
+    if a.eval_every > a.steps:
+        raise UserError(f"--eval-every {a.eval_every} is more than --steps {a.steps}: the runs "
+                        "would never be evaluated")
+    for name, values in (("seeds", a.seeds), ("groups", a.groups)):
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise UserError(f"--{name} lists {', '.join(twice)} more than once")
+    bad = [s for s in a.seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise UserError(f"--seeds must be between 0 and {MAX_SEED}, got {bad[0]}")
+    for word in a.extra:
+        name = word.split("=")[0]
+        if name in STUDY_SETS:
+            raise UserError(f"{name} after -- conflicts with what the study sets for every "
+                            f"run; use {STUDY_SETS[name]}")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    for folder in (out, *out.resolve().parents):
+        if (folder / "last.ckpt").is_file() or ((folder / "config.yaml").is_file()
+                                                and (folder / "metrics.csv").is_file()):
+            raise UserError(f"--out {out} is inside the run directory {folder}: put the "
+                            "study in a folder of its own")
+    fit_options([], a.extra)  # a --model.norm_kwargs that is not a mapping: refused here
+
+
+def fit_options(group: list[str], extra: list[str]) -> list[str]:
+    """The group's ``gan-mn fit`` options, then the user's. A ``--model.norm_kwargs`` in
+    both is merged key by key: jsonargparse would replace the group's whole mapping (the
+    ``mn-g-k5`` group, given ``{mn: {kernels: eager}}``, trained with K=3)."""
+    import yaml
+
+    words, merged = [], {}
+    for word, value in _pairs([*group, *extra]):
+        if word != NORM_KWARGS:
+            words += [word] if value is None else [word, value]
+            continue
+        try:
+            given = yaml.safe_load(value or "") or {}
+        except yaml.YAMLError:
+            given = None
+        if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+            raise UserError(f"{NORM_KWARGS} {value!r}: expected a mapping of norm kinds to "
+                            "options, e.g. '{mn: {kernels: eager}}'")
+        for kind, options in given.items():
+            merged[kind] = {**merged.get(kind, {}), **options}
+    return [*words, NORM_KWARGS, json.dumps(merged)] if merged else words
+
+
+def _pairs(words: list[str]) -> list[tuple[str, str | None]]:
+    """``[--key, value, --key=value, word]`` as (word, value) pairs; only
+    ``--model.norm_kwargs`` is split off (the rest keep their order and form)."""
+    pairs: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == NORM_KWARGS and i + 1 < len(words):
+            pairs.append((word, words[i + 1]))
+            i += 2
+            continue
+        if word.startswith(NORM_KWARGS + "="):
+            pairs.append((NORM_KWARGS, word.split("=", 1)[1]))
+        else:
+            pairs.append((word, None))
+        i += 1
+    return pairs
 
 
 def finished_step(run_dir: Path) -> int:
@@ -117,7 +255,7 @@ def command(a: argparse.Namespace, group: str, seed: int, run_dir: Path) -> list
     schedule, and a resume (or a clean start of a run killed before its first
     checkpoint)."""
     config, options = GROUPS[group]
-    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", str(CONFIGS / config), *options,
+    cmd = [sys.executable, "-m", "gan_mn", "fit", "-c", str(CONFIGS / config),
            "--model.label", group, "--seed_everything", str(seed),
            "--trainer.max_steps", str(a.steps), "--data.dataset", a.dataset,
            "--data.root", a.data_root, "--metrics.every_n_steps", str(a.eval_every),
@@ -127,7 +265,7 @@ def command(a: argparse.Namespace, group: str, seed: int, run_dir: Path) -> list
            "--checkpoint.every_n_train_steps", str(a.checkpoint_every),
            "--output_dir", str(run_dir.parent), "--run_name", run_dir.name,
            "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
-           "--trainer.enable_model_summary", "false", *a.extra]
+           "--trainer.enable_model_summary", "false", *fit_options(options, a.extra)]
     if a.plugin:
         cmd += ["--metrics.extractor_plugin", a.plugin]
     if (run_dir / "last.ckpt").is_file():
@@ -137,7 +275,7 @@ def command(a: argparse.Namespace, group: str, seed: int, run_dir: Path) -> list
     return cmd
 
 
-def run_one(a: argparse.Namespace, group: str, seed: int) -> str:
+def run_one(a: argparse.Namespace, group: str, seed: int, children: Children) -> str:
     from gan_mn.cli.rundir import RunError, RunLock
 
     run_dir = Path(a.out) / "runs" / f"{group}-seed{seed}"
@@ -155,10 +293,22 @@ def run_one(a: argparse.Namespace, group: str, seed: int) -> str:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(log_file, "a") as log:
-        rc = subprocess.call(command(a, group, seed, run_dir), env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
+        rc = children.call(command(a, group, seed, run_dir), env=env, stdout=log,
+                           stderr=subprocess.STDOUT)
+    took = f"in {time.time() - start:.0f} s"
+    if rc is None:
+        return f"{run_dir.name}: not started, the study was stopped"
+    if rc == 143:
+        return f"{run_dir.name}: stopped by a signal at step {finished_step(run_dir)} {took}"
+    if rc == 2 and "is in use by another gan-mn fit" in _last_line(log_file):
+        return f"{run_dir.name}: skipped, another process is training it"  # (it started first)
     status = "ok" if rc == 0 else f"FAILED (exit {rc}, see {log_file})"
-    return f"{run_dir.name}: {status} in {time.time() - start:.0f} s"
+    return f"{run_dir.name}: {status} {took}"
+
+
+def _last_line(path: Path) -> str:
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def _now() -> str:
@@ -167,8 +317,6 @@ def _now() -> str:
 
 def record_launch(out: Path, argv: list[str], started: str, lines: list[str]) -> None:
     """Append this launch to ``OUT/manifest.json``; a study's README is written from it."""
-    import torch
-
     clone = Path(__file__).resolve().parents[2]  # (an installed package is in no clone)
 
     def git(*args: str) -> str | None:
@@ -181,6 +329,16 @@ def record_launch(out: Path, argv: list[str], started: str, lines: list[str]) ->
             return None
 
     path = out / "manifest.json"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".manifest.lock", "a") as lock:  # concurrent launches: one at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _append_launch(path, argv, started, lines, git)
+
+
+def _append_launch(path: Path, argv: list[str], started: str, lines: list[str],
+                   git: Callable[..., str | None]) -> None:
+    import torch
+
     manifest = json.loads(path.read_text()) if path.is_file() else {"launches": []}
     packages = {}
     for name in ("gan-mn", "torch", "lightning", "torch-fidelity", "numpy", "scipy"):

@@ -239,15 +239,18 @@ class MixtureNorm2d(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"input must be floating point, got {x.dtype}")
         samples = x.shape[0] * x.shape[2] * x.shape[3]
-        if self.training and samples <= self.num_components > 1:
+        if self.training and samples <= self.num_components:  # (K=1: as BatchNorm2d)
             raise ValueError(f"num_components={self.num_components} needs more samples per "
-                             f"channel than components: the batch has {samples} (N*H*W)")
+                             f"channel than components when training: the batch has "
+                             f"{samples} (N*H*W)")
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         out_dtype = x.dtype
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()  # the kernels read NCHW or NHWC memory; other strides: NCHW
         run = self._train if self.training else self._eval
         if torch.is_autocast_enabled(x.device.type):  # estimate in float32 (spec)
             with torch.autocast(x.device.type, enabled=False):

@@ -25,6 +25,8 @@ def bad_input_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown key": (["--model.no_such_key", "1"], "no_such_key"),
         "missing config": (["-c", str(tmp / "nope.yaml")], "nope.yaml"),
         "wrong type": (["--trainer.max_steps", "many"], "trainer.max_steps"),
+        "negative seed": (["--seed_everything", "-1"],
+                          "--seed_everything must be between 0 and 4294967295, got -1"),
         "num_components < 1": (["--model.norm_kwargs", '{"mn": {"num_components": 0}}'],
                                "num_components"),
         "batch too small": (["--data.batch_size", "1"], "batch_size must be at least 2"),
@@ -43,9 +45,9 @@ def bad_input_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize("case", ["unknown key", "missing config", "wrong type",
-                                  "num_components < 1", "batch too small", "missing data",
-                                  "empty data", "unwritable output", "fid on 1 sample",
-                                  "kid subset > samples"])
+                                  "negative seed", "num_components < 1", "batch too small",
+                                  "missing data", "empty data", "unwritable output",
+                                  "fid on 1 sample", "kid subset > samples"])
 def test_bad_input_is_one_line_and_writes_nothing(in_tmp: Path, case: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     args, message = bad_input_cases(in_tmp)[case]

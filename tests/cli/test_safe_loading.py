@@ -78,8 +78,9 @@ def test_study_refuses_it_when_reading_a_runs_step(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     marker = tmp_path / "pwned"
     path = _poison(tmp_path / "study" / "runs" / "bn-seed0" / "last.ckpt", marker)
-    _refused(main(["study", "--out", str(tmp_path / "study"), "--data-root", str(tmp_path),
-                   "--groups", "bn", "--seeds", "0", "--steps", "2"]), capsys, path, marker)
+    study = ["study", "--out", str(tmp_path / "study"), "--data-root", str(tmp_path),
+             "--groups", "bn", "--seeds", "0", "--steps", "2", "--eval-every", "2"]
+    _refused(main(study), capsys, path, marker)
     assert not (tmp_path / "study" / "manifest.json").exists()
 
 

@@ -3,6 +3,7 @@ non-finite batch, torch.compile after a load, models converted for DDP."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 
@@ -88,8 +89,49 @@ def test_convert_batchnorm_takes_syncbatchnorm_and_says_when_nothing_converted()
 @pytest.mark.parametrize(("x", "message"), [
     (torch.ones(8, 4, 2, 2, dtype=torch.long), "input must be floating point, got torch.int64"),
     (torch.randn(1, 4, 1, 3), "num_components=3 needs more samples per channel than "
-                              "components: the batch has 3 (N*H*W)"),
+                              "components when training: the batch has 3 (N*H*W)"),
 ])
 def test_inputs_mn_cannot_normalize_are_one_line(x: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         MixtureNorm2d(4, 3, kernels="eager")(x)
+
+
+def test_one_value_per_channel_is_refused_in_training_as_batchnorm_does() -> None:
+    x = torch.randn(1, 4, 1, 1)
+    layer = MixtureNorm2d(4, num_components=1, kernels="eager")
+    with pytest.raises(ValueError, match=re.escape("the batch has 1 (N*H*W)")):
+        layer(x)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        torch.nn.BatchNorm2d(4)(x)
+    assert torch.equal(layer.running_var, torch.ones(1, 4))  # untouched
+    assert torch.isfinite(layer.eval()(x)).all()  # eval mode takes any batch
+
+
+@pytest.mark.parametrize("kernels", ["eager", pytest.param("inductor", marks=pytest.mark.slow),
+                                     pytest.param("triton", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("k", [1, 3])
+def test_every_stride_order_gives_the_contiguous_result(interpret: None, kernels: str,
+                                                        k: int) -> None:
+    """The same values laid out in any of the 24 dimension orders (strides such as
+    (100, 25, 1, 5)): output, gradient and running statistics equal the contiguous
+    input's, in training and in eval mode."""
+    torch.manual_seed(0)
+    base = torch.randn(4, 5, 6, 7)
+    grad = torch.randn(4, 5, 6, 7)
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        torch.manual_seed(1)
+        layer = MixtureNorm2d(5, num_components=k, kernels=kernels)
+        x = x.detach().requires_grad_()
+        y = layer(x)
+        y.backward(grad)
+        return y.detach(), x.grad, layer.running_mean, layer.running_var, layer.eval()(x)
+
+    expected = run(base)
+    assert torch.allclose(expected[0].mean((0, 2, 3)), torch.zeros(5), atol=1e-4)
+    for order in itertools.permutations(range(4)):
+        laid = base.permute(order).contiguous().permute(*torch.tensor(order).argsort())
+        assert torch.equal(laid, base)
+        for got, want in zip(run(laid), expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5,
+                                       msg=lambda m, o=order: f"order {o}: {m}")
