@@ -25,6 +25,10 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object],
         if durable:
             _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as err:  # named by the user's path, not by our temporary file's
+        if err.filename != str(tmp) and err.filename != tmp:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
     if durable:

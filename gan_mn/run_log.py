@@ -38,6 +38,8 @@ class RunLog:
     settings: dict[str, object] = field(default_factory=dict)  # what defines the model
     columns: dict[str, dict[int, float]] = field(default_factory=dict)
     train_seconds: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+    # steps at which a metric was logged as NaN or infinite (left out of ``columns``)
+    non_finite: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def up_to(self, step: int) -> RunLog:
         """This run as if it had stopped at ``step``: its evaluations and times after it
@@ -46,7 +48,9 @@ class RunLog:
         at, secs = self.train_seconds
         keep = at <= step
         return RunLog(self.path, self.label, self.seed, self.settings,
-                      {k: c for k, c in columns.items() if c}, (at[keep], secs[keep]))
+                      {k: c for k, c in columns.items() if c}, (at[keep], secs[keep]),
+                      {k: {s: v for s, v in c.items() if s <= step}
+                       for k, c in self.non_finite.items()})
 
     def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of a metric, sorted by step."""
@@ -156,6 +160,9 @@ def read_run(run_dir: str | Path) -> RunLog:
         for key, text in row.items():
             value = _float(text)
             if key in ("step", "epoch") or value is None:
+                if key not in ("step", "epoch") and text and _float(text) is None \
+                        and text.strip().lower() in ("nan", "inf", "-inf", "+inf"):
+                    log.non_finite.setdefault(key, {})[step] = text.strip()
                 continue
             if key == "time/train_seconds":
                 seconds[step] = value

@@ -106,7 +106,10 @@ def load_image_folder(root: str | Path, image_size: int = 32) -> Tensor:
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist")
-    paths = _image_files(folder)
+    paths, broken = _image_files(folder)
+    if broken:
+        shown = ", ".join(str(p) for p in broken[:3]) + (" ..." if len(broken) > 3 else "")
+        log.warning("skipped %d links to files that do not exist: %s", len(broken), shown)
     if not paths:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {folder}")
     images, bad = [], []
@@ -128,10 +131,13 @@ def load_image_folder(root: str | Path, image_size: int = 32) -> Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """Image files under ``folder``, following symlinked folders (each real folder once,
-    so a link to a parent does not loop), sorted by path."""
-    found, seen = [], set()
+    so a link to a parent does not loop), sorted by path; and the image-named links whose
+    target does not exist."""
+    found: list[Path] = []
+    broken: list[Path] = []
+    seen = set()
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
         if real in seen:
@@ -139,9 +145,10 @@ def _image_files(folder: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs.sort()
-        found += [Path(top) / f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS
-                  and (Path(top) / f).is_file()]
-    return sorted(found)
+        named = [Path(top) / f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        found += [p for p in named if p.is_file()]
+        broken += [p for p in named if p.is_symlink() and not p.exists()]
+    return sorted(found), sorted(broken)
 
 
 def _rgb8(img: Image.Image) -> Image.Image:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from gan_mn.metrics.fidelity import (
 from gan_mn.metrics.protocol import MetricSettings
 from gan_mn.norm.diagnostics import flat, recording
 from gan_mn.training import load_run
+
+log = logging.getLogger(__name__)
+FEW_SAMPLES = 2048  # Inception's feature size: fewer samples, a rank-deficient covariance
 
 
 def reference_data(spec: str | None, data_hparams: dict[str, Any] | None, image_size: int,
@@ -61,6 +65,11 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: MetricSettings, *,
                         reference: str | None = None, data_root: str | None = None,
                         device: str | None = None) -> dict[str, Any]:
     """Metric values and the protocol that produced them, as one flat record."""
+    if settings.num_samples < FEW_SAMPLES and {"fid", "kid"} & set(settings.metrics):
+        log.warning("FID/KID from %d samples is biased upward and shifts with the sample "
+                    "count: compare it only with values from as many samples (%d or more, "
+                    "and 10,000-50,000 as papers report, give stable values)",
+                    settings.num_samples, FEW_SAMPLES)
     load_plugin(settings.extractor_plugin)
     check_extractor_weights(settings.feature_extractor, settings.feature_extractor_weights_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

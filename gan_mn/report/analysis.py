@@ -95,6 +95,15 @@ def _check_same_end(runs: list[RunLog], fid: str) -> None:
     different steps: a best FID from steps another run never reached. Refused, naming
     the ``--max-step`` that compares them over the steps they share."""
     ends: dict[int, list[str]] = {}
+    last = max((int(run.curve(fid)[0].max()) for run in runs if run.curve(fid)[0].size),
+               default=None)
+    for run in runs:
+        bad = {s: v for s, v in run.non_finite.get(fid, {}).items() if last is None or s >= last}
+        if bad:
+            step, value = max(bad.items())
+            raise ReportError(f"{run.path}: {fid} is {value} at step {step}, its last "
+                              "evaluation (a diverged run?); compare the steps before it "
+                              f"with --max-step {step - 1}")
     for run in runs:
         steps = run.curve(fid)[0]
         if steps.size:

@@ -36,8 +36,13 @@ NO_INTERVAL = "no interval"  # the class of every step when a group has one seed
 
 
 def unclassed(lead: dict[str, Any]) -> bool:
-    """A lead whose steps carry no class (a group with one seed)."""
-    return NO_INTERVAL in lead["classes"]
+    """A lead whose steps carry no class (a group with one seed). (Steps where the seeds
+    do not vary on either side are ``no interval`` windows of a classed lead.)"""
+    return lead["confidence"] is None
+
+
+def _or_none(values: np.ndarray, keep: np.ndarray) -> list[float | None]:
+    return [float(v) if k else None for v, k in zip(values.tolist(), keep, strict=True)]
 
 
 def _windows(steps: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
@@ -77,9 +82,11 @@ def lead_analysis(groups: dict[str, list[RunLog]], reference: str,
         else:
             p, codes, flagged = step_classes(mine, theirs)
             low, high, level = gap_intervals(mine, theirs, int(flagged))
-            classes = [CLASSES[c + 1] for c in codes.tolist()]
-            entry.update(ci_low=low.tolist(), ci_high=high.tolist(), p=p.tolist(),
-                         confidence=level)
+            tested = np.isfinite(low)  # (seeds that do not vary on either side: no test)
+            classes = [CLASSES[c + 1] if t else NO_INTERVAL
+                       for c, t in zip(codes.tolist(), tested, strict=True)]
+            entry.update(ci_low=_or_none(low, tested), ci_high=_or_none(high, tested),
+                         p=_or_none(p, tested), confidence=level)
         ahead = [i for i, c in enumerate(classes) if c == "ahead"]
         last = ahead[-1] if ahead else None
         mq, rq = quality[label], quality[reference]
@@ -118,7 +125,8 @@ def lead_sentence(label: str, reference: str, lead: dict[str, Any]) -> str:
         if len(parts) > 1 and lead["windows"][-1]["to"] == lead["steps"][-1]:
             last = lead["windows"][-1]["class"]
             parts[-1] = f"then {last} to the end ({step(lead['windows'][-1]['to'])})"
-        verdict = "; never ahead" if lead["last_ahead"] is None else ""
+        tested = any(c != NO_INTERVAL for c in lead["classes"])
+        verdict = "; never ahead" if lead["last_ahead"] is None and tested else ""
 
     late, best = lead["late"], lead["best"]
     late_ok = late["value"] is not None and lead["reference_late"]["value"] is not None

@@ -103,9 +103,9 @@ def _plot_lead(report: Report, ax: Any) -> None:
         band = "" if lead["confidence"] is None else f", {lead['confidence']:.1%} band"
         line, = ax.plot(lead["steps"], lead["gap"], marker="o", ms=3,
                         label=f"{label} ({seeds}{band})")
-        if lead["confidence"] is not None:
-            ax.fill_between(lead["steps"], lead["ci_low"], lead["ci_high"],
-                            color=line.get_color(), alpha=0.15)
+        if lead["confidence"] is not None:  # (None: a step without spread, no band)
+            low, high = (np.array(lead[k], dtype=float) for k in ("ci_low", "ci_high"))
+            ax.fill_between(lead["steps"], low, high, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("generator step")
     ax.set_ylabel(f"FID gap to {s['reference']} (below 0: ahead)")
 

@@ -12,7 +12,7 @@ import numpy as np
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
 from gan_mn.report.diagnostics import sentence as diagnostics_sentence
-from gan_mn.report.lead import ci, lead_sentence, p_text, unclassed
+from gan_mn.report.lead import NO_INTERVAL, ci, lead_sentence, p_text, unclassed
 from gan_mn.report.plots import plot, plot_diagnostics, plot_lead, plot_speedup
 from gan_mn.report.stats import METHODS
 
@@ -45,7 +45,11 @@ def _lead(report: Report) -> list[str]:
              "gap's interval (in report.json and the plot) is Welch's at the matching "
              "false-coverage-rate level, so it excludes 0 exactly at the flagged steps." + (
                  " No interval: a group has one seed, so no step is classed." if any(
-                     unclassed(lead) for lead in s["lead"].values()) else ""),
+                     unclassed(lead) for lead in s["lead"].values()) else "") + (
+                 " No interval at a step: neither group's seeds vary there, so Welch's test "
+                 "is undefined and the step is not classed." if any(
+                     not unclassed(lead) and NO_INTERVAL in lead["classes"]
+                     for lead in s["lead"].values()) else ""),
              "",
              "| group | windows | last step ahead | never ahead after | late FID [95%] | "
              f"`{ref}` late | late: Welch p | best FID [95%] | `{ref}` best | best: Welch p |",

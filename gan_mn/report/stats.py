@@ -78,8 +78,8 @@ def welch(mine: list[float] | np.ndarray, theirs: list[float] | np.ndarray,
     a, b = np.asarray(mine, dtype=float), np.asarray(theirs, dtype=float)
     out: dict[str, Any] = {"gap": float(a.mean() - b.mean()), "ci_low": None,
                            "ci_high": None, "p": None}
-    if min(a.size, b.size) < 2:
-        return out
+    if min(a.size, b.size) < 2 or not _spread(a, b):
+        return out  # (no spread on either side: Welch's test is undefined)
     with _quiet():
         res = stats.ttest_ind(a, b, equal_var=False)
         ci = res.confidence_interval(confidence)
@@ -97,7 +97,8 @@ def step_classes(mine: np.ndarray, theirs: np.ndarray,
     """
     with _quiet():
         res = stats.ttest_ind(mine, theirs, axis=-2, equal_var=False)
-    p = np.nan_to_num(np.asarray(res.pvalue, dtype=float), nan=1.0)  # no spread: no test
+    p = np.where(_spread(mine, theirs, axis=-2), np.asarray(res.pvalue, dtype=float), np.nan)
+    p = np.nan_to_num(p, nan=1.0)  # no spread: no test
     flagged = stats.false_discovery_control(p, axis=-1) <= fdr
     gap = mine.mean(-2) - theirs.mean(-2)
     classes = np.where(flagged, np.sign(gap), LEVEL).astype(int)
@@ -112,7 +113,14 @@ def gap_intervals(mine: np.ndarray, theirs: np.ndarray,
     with _quiet():
         res = stats.ttest_ind(mine, theirs, axis=-2, equal_var=False)
         ci = res.confidence_interval(level)
-    return np.asarray(ci.low, dtype=float), np.asarray(ci.high, dtype=float), level
+    spread = _spread(mine, theirs, axis=-2)
+    return (np.where(spread, np.asarray(ci.low, dtype=float), np.nan),
+            np.where(spread, np.asarray(ci.high, dtype=float), np.nan), level)
+
+
+def _spread(mine: np.ndarray, theirs: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Whether the seeds vary on either side (Welch's test needs a standard error)."""
+    return (np.ptp(mine, axis=axis) > 0) | (np.ptp(theirs, axis=axis) > 0)
 
 
 def bootstrap_ratio(reference: np.ndarray, group: np.ndarray,
@@ -131,11 +139,18 @@ def bootstrap_ratio(reference: np.ndarray, group: np.ndarray,
     if min(reference.shape[0], group.shape[0]) < 2:
         nan = np.full(reference_statistic(reference).shape, np.nan)
         return nan, nan.copy()
+    # The groups may share different steps (a seed missing an evaluation): padded with NaN
+    # to one width for scipy, cut back to each group's own steps inside the statistic.
+    n_ref, n_grp = reference.shape[1], group.shape[1]
+    width = max(n_ref, n_grp)
+    reference, group = (np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)
+                        for a in (reference, group))
 
     def ratio(ref: np.ndarray, grp: np.ndarray, axis: int = -1) -> np.ndarray:
         # scipy gives (steps, batch, seeds); the statistics take (batch, seeds, steps)
         r, g = (np.moveaxis(x, 0, -1) for x in (ref, grp))
-        return np.moveaxis(reference_statistic(r) / group_statistic(g), -1, 0)
+        return np.moveaxis(reference_statistic(r[..., :n_ref])
+                           / group_statistic(g[..., :n_grp]), -1, 0)
 
     rng = np.random.default_rng([SEED, zlib.crc32(name.encode())])
     tail = 100 * (1 - CONFIDENCE) / 2

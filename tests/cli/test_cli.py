@@ -161,11 +161,13 @@ def test_evaluate_prints_json_and_appends_jsonl(trained: Path, tmp_path: Path, c
 
 @pytest.mark.slow  # trains through Lightning (its fixture)
 def test_evaluate_offline_with_the_built_in_proxy_extractor(trained: Path, tmp_path: Path,
-                                                             capsys) -> None:
-    """``cifar10-proxy`` ships with the package: no plugin, no download."""
+                                                             capsys, caplog) -> None:
+    """``cifar10-proxy`` ships with the package: no plugin, no download. 40 samples: a
+    warning that FID from so few is biased."""
     args = ["evaluate", str(trained / "last.ckpt"), "--num-samples", "40", "--metrics",
             "isc,fid", "--feature-extractor", "cifar10-proxy", "--cache-dir", str(tmp_path)]
     assert main(args) == 0
+    assert "FID/KID from 40 samples is biased upward" in caplog.text
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["feature_extractor"] == "cifar10-proxy"
     assert record["fid40_train_cifar10-proxy"] > 0 and record["isc40_cifar10-proxy"] >= 1

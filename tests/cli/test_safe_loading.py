@@ -139,3 +139,13 @@ def test_weights_that_do_not_fit_their_settings_are_one_short_line(
     assert "22 of another shape (generator.net.0.weight, " in line and "19 more" in line
     assert len(line) < 300
     assert "version" not in line
+
+
+@pytest.mark.slow  # trains through Lightning (its fixture)
+def test_a_failed_write_names_the_users_path(smoke_run: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A place that refuses new files (/proc): the error names the path asked for, not
+    the temporary file gan-mn writes first."""
+    assert main(["sample", str(smoke_run), "--num", "4", "--out", "/proc/g.png"]) == 2
+    line = error(capsys)
+    assert "'/proc/g.png'" in line and ".tmp" not in line, line

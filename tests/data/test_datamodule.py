@@ -70,6 +70,15 @@ def test_unreadable_images_are_skipped_with_a_counted_warning(tmp_path: Path, ca
     assert "skipped 1 of 7" in caplog.text and "broken.png" in caplog.text
 
 
+def test_a_dangling_link_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = write_image_folder(tmp_path / "images", n=4, size=32)
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with caplog.at_level(logging.WARNING):
+        assert load_image_folder(folder).shape[0] == 4
+    assert "skipped 1 links to files that do not exist" in caplog.text
+    assert str(folder / "gone.png") in caplog.text
+
+
 @pytest.mark.parametrize("make", ["missing", "empty", "no_images"])
 def test_unusable_folders_raise(tmp_path: Path, make: str) -> None:
     root = tmp_path / "imgs"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +136,16 @@ def test_every_stride_order_gives_the_contiguous_result(interpret: None, kernels
         for got, want in zip(run(laid), expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5,
                                        msg=lambda m, o=order: f"order {o}: {m}")
+
+
+def test_export_works_and_torchscript_is_documented_as_unsupported() -> None:
+    """The README's drop-in claim names what takes the layer: torch.export does (eval
+    mode, the deployed form); torch.jit.script does not, and the README says so."""
+    layer = MixtureNorm2d(4, kernels="eager").eval()
+    x = torch.randn(2, 4, 3, 3)
+    exported = torch.export.export(layer, (x,))
+    torch.testing.assert_close(exported.module()(x), layer(x))
+    with pytest.raises(Exception, match="Tensor"):
+        torch.jit.script(MixtureNorm2d(4))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "TorchScript (`torch.jit.script`, deprecated in PyTorch) does not" in readme

@@ -4,6 +4,7 @@ it took, and well-formed output for one group or one evaluated step."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -95,3 +96,47 @@ def test_help_shows_defaults_the_offline_extractor_and_no_markup(
     text = capsys.readouterr().out
     assert "(default: 10000)" in text and "cifar10-proxy is built in" in text
     assert "``" not in text
+
+
+@pytest.mark.parametrize("hole", ["missing", "nan", "inf"])
+def test_a_seed_missing_a_middle_evaluation_is_compared_over_what_it_has(
+        tmp_path: Path, hole: str) -> None:
+    """One seed with no finite FID at step 200 (no row, or NaN/inf logged): the report is
+    built; that step is left out of its group's curves, the other steps are compared."""
+    for seed in range(3):
+        write_run(tmp_path, "bn", seed, {100: 30 + seed, 200: 25 + seed, 300: 20 + seed})
+        fids = {100: 29 + seed, 200: 24 + seed, 300: 19.5 + seed}
+        if seed == 1:
+            if hole == "missing":
+                del fids[200]
+            else:
+                fids[200] = float(hole)
+        write_run(tmp_path, "mn-g", seed, fids)
+    assert main(["compare", *map(str, sorted(tmp_path.glob("*-seed*"))), "--out",
+                 str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["groups"]["mn-g"]
+
+
+def test_seeds_with_no_spread_get_no_verdict(tmp_path: Path) -> None:
+    """Identical curves within each group: Welch's test is undefined, so no step is
+    classed ahead or behind, and no p value is printed as < 0.001."""
+    for seed in range(3):
+        write_run(tmp_path, "bn", seed, {100: 30, 200: 25, 300: 20})
+        write_run(tmp_path, "mn-g", seed, {100: 25, 200: 20, 300: 15})
+    assert main(["compare", *map(str, sorted(tmp_path.glob("*-seed*"))), "--out",
+                 str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "ahead from" not in text and "p < 0.001" not in text and "<0.001" not in text
+    assert "`mn-g` against `bn`: no interval from step 100 to 300; late FID" in text
+
+
+def test_a_non_finite_last_evaluation_is_named(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    for seed in range(2):
+        write_run(tmp_path, "bn", seed, {100: 30, 200: 25 + seed})
+        write_run(tmp_path, "mn-g", seed, {100: 29, 200: float("nan") if seed else 24})
+    assert main(["compare", *map(str, sorted(tmp_path.glob("*-seed*"))), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert (f"{tmp_path / 'mn-g-seed1'}: {FID} is nan at step 200, its last evaluation"
+            in error(capsys))
