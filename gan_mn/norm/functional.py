@@ -131,6 +131,11 @@ class Kernels(Protocol):
         """Gradients of ``x``, ``weight`` and ``bias`` (None where not needed)."""
         ...
 
+    def posteriors(self, saved: tuple[Tensor | None, ...], layout: Any) -> Tensor | None:
+        """The forward's posteriors, in the sample layout of ``x`` (None: one component),
+        for a backward that must itself be differentiated (:class:`MixtureNormFunction`)."""
+        ...
+
 
 def shifted_samples(x: Tensor, decomposed: bool = False,
                     shift: Tensor | None = None) -> tuple[SampleView, Tensor, Tensor]:
@@ -279,10 +284,12 @@ class MixtureNormFunction(torch.autograd.Function):
         res = kernels.forward(x, weight, bias, posteriors, start, em, sync, shift, update)
         # The statistics outputs take no gradient: autograd need not make zeros for them.
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*res.saved, weight)
+        # (x, bias and given posteriors too, for a backward under create_graph)
+        ctx.save_for_backward(*res.saved, weight, x, bias, posteriors)
         ctx.layout = res.layout
         ctx.kernels = kernels
         ctx.sync = sync
+        ctx.em, ctx.shift = em, shift
         if not with_stats:
             return res.out
         s = res.stats
@@ -293,9 +300,16 @@ class MixtureNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor | None, *_: Tensor | None
                  ) -> tuple[Tensor | None, ...]:
-        *saved, weight = ctx.saved_tensors
+        *saved, weight, x, bias, posteriors = ctx.saved_tensors
         if grad_out is None:  # the output was not used: nothing flows back
             return (None,) * 11
+        if torch.is_grad_enabled():  # create_graph: this backward is differentiated in turn
+            if posteriors is None:
+                posteriors = ctx.kernels.posteriors(tuple(saved), ctx.layout)
+            grads = differentiable_backward(grad_out, x, weight, bias, posteriors, ctx.em,
+                                            tuple(ctx.needs_input_grad[:3]), ctx.sync,
+                                            ctx.shift)
+            return (*grads, None, None, None, None, None, None, None, None)
         args = (grad_out, tuple(saved), weight, ctx.layout, tuple(ctx.needs_input_grad[:3]),
                 ctx.sync)
         if torch.is_autocast_enabled(grad_out.device.type):
@@ -304,6 +318,25 @@ class MixtureNormFunction(torch.autograd.Function):
         else:
             grads = ctx.kernels.backward(*args)
         return (*grads, None, None, None, None, None, None, None, None)
+
+
+def differentiable_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None,
+                            bias: Tensor | None, posteriors: Tensor | None, em: EMSettings,
+                            needs: Needs, sync: Collectives | None, shift: Tensor | None
+                            ) -> tuple[Tensor | None, ...]:
+    """The Function's gradients as a graph of their own (for R1 and gradient penalties):
+    the forward again in eager torch ops with the forward's posteriors held constant (the
+    same function the analytic backward differentiates), differentiated by autograd with
+    ``create_graph``. Runs only under ``create_graph``; the usual backward is untouched."""
+    inputs = [t for t, need in zip((x, weight, bias), needs, strict=True)
+              if need and t is not None]
+    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+        y = eager_forward(x, weight, bias, posteriors, None, em, True, decomposed=False,
+                          sync=sync, shift=shift).out
+        found = iter(torch.autograd.grad(y, inputs, grad_out, create_graph=True,
+                                         allow_unused=True))
+    return tuple(next(found) if need and t is not None else None
+                 for t, need in zip((x, weight, bias), needs, strict=True))
 
 
 def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,

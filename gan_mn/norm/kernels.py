@@ -41,7 +41,7 @@ from gan_mn.norm.functional import (
     eager_forward,
     owned,
 )
-from gan_mn.norm.gmm import BatchStats, Mixture, SampleView
+from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView
 from gan_mn.norm.triton_launch import TritonKernels
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,14 @@ class EagerKernels:
         weight = None if weight is None else weight.detach()
         return eager_backward(grad_out, *saved, weight, *layout, decomposed=False, needs=needs,
                               sync=sync)
+
+    def posteriors(self, saved: tuple[Tensor | None, ...], layout: Layout) -> Tensor | None:
+        """``tau = a * sqrt(lambda)`` from the saved ``a = tau / sqrt(lambda)``."""
+        _, a, _, weight, *_ = saved
+        if a is None or weight is None:
+            return None
+        root = weight.clamp_min(TINY).sqrt()
+        return a * (root if layout[1] else root.unsqueeze(-1))
 
 
 class _Compiled:

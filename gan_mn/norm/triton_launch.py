@@ -240,6 +240,14 @@ class TritonKernels:
                                     **plan.output_args)
         return Forward(y, PackedStats(st, plan.ncomp, plan.c), (x, shift, tau, st), plan)
 
+    def posteriors(self, saved: tuple[Tensor | None, ...], plan: Plan) -> Tensor | None:
+        """``tau`` (rows in sample order, ``(M, K)``) in the sample layout of ``x``."""
+        x, _, tau, _ = saved
+        if tau is None or x is None:
+            return None
+        t = tau.view(x.shape[0], x.shape[2] * x.shape[3], -1)
+        return t if plan.memory_format == torch.channels_last else t.transpose(1, 2)
+
     def backward(self, grad_out: Tensor, saved: tuple[Tensor | None, ...],
                  weight: Tensor | None, plan: Plan, needs: Needs,
                  sync: Collectives | None) -> tuple[Tensor | None, ...]:
