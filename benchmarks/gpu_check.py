@@ -30,6 +30,9 @@ Sections (``--only`` picks some):
   captured) and each norm layer's forward + backward, measured side by
   side, with the ratios against their targets (reported, not failed); a small layer's
   host time against BN's with the Triton launches as no-ops (and, on CUDA, real).
+- ``compile``: on CUDA, the registers, spills and shared memory of every Triton kernel
+  the run compiled (at most 255 registers, no spills), beside the table that
+  ``benchmarks/triton_compile.py`` makes without a GPU for sm_80 and sm_90.
 
 Prints a table, writes JSON (``--out``), exits 1 if any check fails.
 """
@@ -45,7 +48,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("numerics", "layers", "counts", "syncs", "graph", "timings")
+SECTIONS = ("numerics", "layers", "counts", "syncs", "graph", "timings", "compile")
 
 
 def _gan(**model: Any) -> Any:
@@ -264,6 +267,26 @@ def launch_cost(device: str, record: Any) -> None:
         record("timings", "host time of one Triton launch (us)", launch * 1e6)
 
 
+def compiled_kernels(device: str, record: Any) -> None:
+    """What the GPU's own compile of each MN kernel came to: the kernels the sections
+    before this one launched, as Triton's JIT cache holds them."""
+    from gan_mn.norm import triton_kernels
+    from gan_mn.norm.host_work import TRITON_KERNELS
+
+    if device != "cuda":
+        record("compile", "registers and spills of the compiled kernels",
+               "needs CUDA", note="benchmarks/triton_compile.py compiles them without one")
+        return
+    for name in TRITON_KERNELS:
+        for caches in getattr(triton_kernels, name).device_caches.values():
+            for kernel in caches[0].values():
+                kernel._init_handles()  # (done already if it ran: sets n_regs, n_spills)
+                ok = kernel.n_regs <= 255 and kernel.n_spills == 0
+                record("compile", f"{name} ({kernel.metadata.num_warps} warps) registers",
+                       kernel.n_regs, "<= 255, no spills", ok,
+                       f"spills {kernel.n_spills}, shared {kernel.metadata.shared} B")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -295,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 "counts": lambda: kernels.check_counts(a.device),
                 "syncs": lambda: check_syncs(a.device, record),
                 "graph": lambda: check_graph(a.device, record),
-                "timings": lambda: timings(a.device, record, a.rounds, a.reps)}
+                "timings": lambda: timings(a.device, record, a.rounds, a.reps),
+                "compile": lambda: compiled_kernels(a.device, record)}
     run_timings = sections["timings"]
     sections["timings"] = lambda: (run_timings(), launch_cost(a.device, record))
     for name in a.only:

@@ -17,6 +17,7 @@ machine and benchmarks and ``gpu_check`` can print them:
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ class Launch(NamedTuple):
     tensors: int  # tensor (pointer) arguments
     scalars: int  # other positional arguments
     constants: int  # keyword (constexpr) arguments
+    call: tuple[Any, tuple, dict] | None = None  # (grid, args, kwargs), to compile it later
 
 
 class HostWork(NamedTuple):
@@ -47,9 +49,12 @@ class HostWork(NamedTuple):
 
 
 @contextlib.contextmanager
-def stubbed_launches(record: bool = True) -> Iterator[list[Launch]]:
+def stubbed_launches(record: bool = True, keep_calls: bool = False
+                     ) -> Iterator[list[Launch]]:
     """MN's Triton kernels replaced by recorders of their launches, or by no-ops (for
-    timing the rest), restored on exit."""
+    timing the rest), restored on exit. ``keep_calls`` keeps each launch's grid and
+    arguments (to compile it later); not when counting host work: references to the
+    gradients make autograd copy them."""
     from gan_mn.norm import triton_kernels
 
     launches: list[Launch] = []
@@ -59,11 +64,12 @@ def stubbed_launches(record: bool = True) -> Iterator[list[Launch]]:
             self.name = name
 
         def __getitem__(self, grid: Any) -> Callable[..., None]:
-            return self.launch if record else _no_op
+            return functools.partial(self.launch, grid) if record else _no_op
 
-        def launch(self, *args: Any, **kwargs: Any) -> None:
+        def launch(self, grid: Any, *args: Any, **kwargs: Any) -> None:
             tensors = sum(isinstance(a, torch.Tensor) for a in args)
-            launches.append(Launch(self.name, tensors, len(args) - tensors, len(kwargs)))
+            launches.append(Launch(self.name, tensors, len(args) - tensors, len(kwargs),
+                                   (grid, args, kwargs) if keep_calls else None))
 
     saved = {name: getattr(triton_kernels, name) for name in TRITON_KERNELS}
     try:

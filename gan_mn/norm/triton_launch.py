@@ -155,21 +155,27 @@ class TritonKernels:
 
     MAX_COMPONENTS = 16
 
-    def __init__(self, blocks: Blocks | None = None) -> None:
+    def __init__(self, blocks: Blocks | None = None, processors: int | None = None) -> None:
         self.blocks = blocks
         self._plans: dict[Any, Plan] = {}
         self._processors: dict[torch.device, int] = {}
+        self.processors = processors  # tiles as for a GPU of this many SMs, on any device
 
     def _blocks(self, x: Tensor, m: int, c: int, kp: int) -> Blocks:
         if self.blocks is not None:
             return self.blocks
+        if self.processors is not None:
+            self._processors[x.device] = self.processors
         if x.device not in self._processors:  # a host query, once per device
             # (the CPU interpreter runs programs one after another: fewer, larger tiles)
             self._processors[x.device] = (
                 torch.cuda.get_device_properties(x.device).multi_processor_count
                 if x.is_cuda else 0)
         programs = 2 * self._processors[x.device]
-        block_c = min(32, max(16, _pow2(c)))
+        # more than 8 components: 16 channels a step (K=16 at 32 took 160-168 registers in
+        # mn_stats and mn_grad_reduce, 3 programs per SM; at 16, 95-105 and 4: see
+        # docs/performance.md, "Compiled for the GPUs users have")
+        block_c = min(32 if kp <= 8 else 16, max(16, _pow2(c)))
         block_m = max(16, min(128, _TILE // (kp * block_c)))
         while block_m > 16 and _cdiv(m, block_m) < programs:
             block_m //= 2

@@ -25,7 +25,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     assert report["passed"]
     rows = report["results"]
     sections = {r["section"] for r in rows}
-    assert sections == {"numerics", "layers", "counts", "syncs", "graph", "timings", "targets"}
+    assert sections == {"numerics", "layers", "counts", "syncs", "graph", "timings", "targets",
+                        "compile"}
     numerics = [r for r in rows if r["section"] == "numerics"]
     assert len(numerics) >= 12 and all(r["ok"] for r in numerics)
     names = " ".join(r["name"] for r in numerics)

@@ -354,3 +354,27 @@ def test_many_components_run_eagerly_by_default() -> None:
     assert select_kernels("auto", x, 8) is INDUCTOR
     assert select_kernels("auto", x, 20) is EAGER
     assert select_kernels("inductor", x, 20) is INDUCTOR  # asked for: done
+
+
+@pytest.mark.slow  # interprets Triton kernels
+@pytest.mark.parametrize("memory_format", FORMATS)
+def test_triton_with_the_tiles_a_gpu_gets_matches_eager_at_16_components(
+        interpret: None, memory_format: torch.memory_format) -> None:
+    """The plan's own tiles, as for a 132-SM GPU (more than 8 components: 16 channels a
+    step), on 40 channels (not a multiple of the tile) and 16 components. Float32 EM with
+    16 components is ill-conditioned, so each result is held to float64 as closely as
+    float32 eager is (gpu_check's bound: 4 x eager's error + 2e-6)."""
+    torch.manual_seed(0)
+    x = (torch.randn(8, 40, 6, 6) * 2).contiguous(memory_format=memory_format)
+    start = Mixture(torch.full((16,), 1 / 16), torch.randn(16, 40), torch.rand(16, 40) + 1)
+    affine = (torch.rand(40) + 0.5, torch.randn(40))
+    planned = TritonKernels(processors=132)
+    got = _run(planned, x, None, start, affine)
+    eager = _run(EAGER, x, None, start, affine)
+    exact = _run(EAGER, x.double(), None, Mixture(*(t.double() for t in start)),
+                 tuple(t.double() for t in affine))
+    for g, e, r in zip(got, eager, exact, strict=True):
+        def error(t: torch.Tensor, r: torch.Tensor = r) -> float:
+            return float((t.double() - r).abs().max() / r.abs().max().clamp_min(1e-30))
+        assert error(g) <= 4 * error(e) + 2e-6, (error(g), error(e))
+    assert next(iter(planned._plans.values())).dx_grid[1] == 3  # 40 channels, 16 a step
