@@ -40,7 +40,9 @@ def _declared(extras: tuple[str, ...] = ()) -> set[str]:
 def _third_party_imports(folder: Path) -> dict[str, set[str]]:
     """Top-level modules imported anywhere under ``folder`` (function-level imports too),
     less the standard library and the project's own: module -> files importing it."""
+    # the project's own: its folders, and the scripts beside benchmarks/gpu_check.py
     local = {p.name for p in ROOT.iterdir() if p.is_dir()} | {"gan_mn", "conftest"}
+    local |= {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
     found: dict[str, set[str]] = {}
     for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
