@@ -55,25 +55,32 @@ def test_the_wheel_works_outside_the_clone(tmp_path: Path) -> None:
     assert where.startswith(str(site)), where  # not the clone's source
     assert _run(["-m", "gan_mn", "--version"], work, env).strip() == "gan-mn 0.1.0"
 
-    _run(["-m", "gan_mn", "fit", "-c", "smoke", "--trainer.max_steps", "2",
-          "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false"], work, env)
-    ckpt = work / "checkpoints" / "smoke-seed0" / "last.ckpt"
-    assert ckpt.is_file()
-
-    printed = _run(["-m", "gan_mn", "evaluate", str(ckpt), "--feature-extractor",
-                    "cifar10-proxy", "--num-samples", "64", "--metrics", "isc,fid",
-                    "--cache-dir", str(tmp_path / "cache")], work, env)
-    result = json.loads(printed.strip().splitlines()[-1])
-    assert result["fid64_train_cifar10-proxy"] > 0 and result["step"] == 2, result
-
+    # fit by config name, an offline evaluation and a 2-step study, in one interpreter
     images = write_image_folder(tmp_path / "images", n=24, size=32)
-    printed = _run(["-m", "gan_mn", "study", "--out", "study", "--data-root", str(images),
-                    "--extractor", "cifar10-proxy", "--cache-dir", str(tmp_path / "cache"),
-                    "--groups", "bn", "--seeds", "0", "--steps", "2", "--eval-every", "2",
-                    "--num-samples", "16", "--checkpoint-every", "2", "--threads", "1", "--",
-                    "--model.g_channels", "[16, 8, 8]", "--model.d_channels", "[8, 8, 16]",
-                    "--model.z_dim", "8", "--data.batch_size", "8"], work, env)
-    assert "bn-seed0: ok" in printed, printed
+    cache = str(tmp_path / "cache")
+    script = f"""
+import contextlib, io, json
+from gan_mn.cli import main
+assert main(["fit", "-c", "smoke", "--trainer.max_steps", "2", "--wandb.mode", "disabled",
+             "--trainer.enable_progress_bar", "false"]) == 0
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    assert main(["evaluate", "checkpoints/smoke-seed0/last.ckpt", "--feature-extractor",
+                 "cifar10-proxy", "--num-samples", "64", "--metrics", "isc,fid",
+                 "--cache-dir", {cache!r}]) == 0
+    assert main(["study", "--out", "study", "--data-root", {str(images)!r}, "--extractor",
+                 "cifar10-proxy", "--cache-dir", {cache!r}, "--groups", "bn", "--seeds",
+                 "0", "--steps", "2", "--eval-every", "2", "--num-samples", "16",
+                 "--checkpoint-every", "2", "--threads", "1", "--", "--model.g_channels",
+                 "[16, 8, 8]", "--model.d_channels", "[8, 8, 16]", "--model.z_dim", "8",
+                 "--data.batch_size", "8"]) == 0
+print(out.getvalue())
+"""
+    printed = _run(["-c", script], work, env).splitlines()
+    assert (work / "checkpoints" / "smoke-seed0" / "last.ckpt").is_file()
+    result = json.loads(next(line for line in printed if line.startswith("{")))
+    assert result["fid64_train_cifar10-proxy"] > 0 and result["step"] == 2, result
+    assert any("bn-seed0: ok" in line for line in printed), printed
     launch = json.loads((work / "study" / "manifest.json").read_text())["launches"][0]
     assert launch["commit"] is None and launch["packages"]["gan-mn"] == "0.1.0"
 
