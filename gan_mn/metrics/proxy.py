@@ -4,7 +4,7 @@ offline (no Inception download) and fast on a CPU.
 Four conv blocks (two 3x3 convolutions with BatchNorm and ReLU each, max-pooling
 between), global average pooling to a 256-d embedding and a linear layer to 10 logits,
 trained as a classifier on the CIFAR-10 subset (the first 1,017 images of each training
-batch file; ``--data.subset first-1017-per-batch``). Its weights ship with the package
+batch file; ``--data.per_batch_file 1017``). Its weights ship with the package
 (``cifar10_proxy.pt``). Features: ``features`` (the 256-d embedding; FID, KID, PRC) and
 ``logits_unbiased`` (IS).
 

@@ -41,7 +41,7 @@ class MixtureNorm2d(nn.Module):
     ``y = gamma * sum_k tau_k / sqrt(lambda_k) * (x - m_k) / sqrt(v_k + eps) + beta``.
     ``K = 1`` is exactly ``BatchNorm2d``.
 
-    Estimation (our choices, see README): the mixture is seeded once by k-means++
+    Estimation (our choices, see docs/design.md): the mixture is seeded once by k-means++
     and ``seed_iters`` EM iterations on the first training batch, then each batch
     runs ``em_iters`` EM iterations warm-started from the previous batch's fit
     (``em_*`` buffers), which keeps component identity stable from step to step.
