@@ -183,6 +183,9 @@ class MixtureNorm2d(nn.Module):
         if isinstance(module, nn.BatchNorm2d):
             converted.append(module)
             return cls._from_batchnorm(module, mn_options)
+        if callable(getattr(module, "to_mixture_norm", None)):  # ConditionalBatchNorm2d
+            converted.append(module)
+            return module.to_mixture_norm(lambda bn: cls._convert(bn, mn_options, []))
         for name, child in module.named_children():
             new = cls._convert(child, mn_options, converted)
             if new is not child:
