@@ -18,7 +18,7 @@ from gan_mn.metrics.fidelity import (
     load_plugin,
 )
 from gan_mn.metrics.protocol import MetricSettings
-from gan_mn.norm.diagnostics import flat, recording
+from gan_mn.norm.mixture_summary import flat, recording
 from gan_mn.training import load_run
 
 log = logging.getLogger(__name__)

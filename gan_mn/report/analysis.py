@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from gan_mn.report.diagnostics import diagnostics
 from gan_mn.report.lead import lead_analysis
+from gan_mn.report.mixture_section import diagnostics
 from gan_mn.report.speedup import first_at_or_below, seed_curves, speedup_analysis
 from gan_mn.run_log import ReportError, RunLog
 

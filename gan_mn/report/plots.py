@@ -11,7 +11,7 @@ import numpy as np
 
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
-from gan_mn.report.diagnostics import FIELDS
+from gan_mn.report.mixture_section import FIELDS
 
 
 @contextmanager

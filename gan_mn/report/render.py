@@ -11,8 +11,8 @@ import numpy as np
 
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
-from gan_mn.report.diagnostics import sentence as diagnostics_sentence
 from gan_mn.report.lead import NO_INTERVAL, ci, lead_sentence, p_text, unclassed
+from gan_mn.report.mixture_section import sentence as diagnostics_sentence
 from gan_mn.report.plots import plot, plot_diagnostics, plot_lead, plot_speedup
 from gan_mn.report.stats import METHODS
 

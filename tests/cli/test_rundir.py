@@ -19,12 +19,9 @@ import yaml
 
 from gan_mn.cli import main
 from gan_mn.cli.rundir import RunLock
-from tests.helpers.cli import EAGER_MN, ROOT, SMOKE, error, step_of
+from tests.helpers.cli import ROOT, SMOKE, error, fast, step_of
 
-FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
-        "--model.sample_every_n_steps", "0",
-        *EAGER_MN, "--wandb.mode", "disabled",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+FAST = fast(4)
 
 
 def fit(out: Path, *extra: str) -> int:

@@ -12,10 +12,7 @@ import torch
 
 from gan_mn.cli import main
 from gan_mn.torch_files import UnsafeFileError, checkpoint_step, load
-from tests.helpers.cli import SMOKE, error
-
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-         "--wandb.mode", "disabled"]
+from tests.helpers.cli import QUIET, SMOKE, error
 
 
 class _Payload:

@@ -15,12 +15,10 @@ import pytest
 import torch
 
 from gan_mn.cli import main
-from tests.helpers.cli import EAGER_MN, SMOKE, error
+from tests.helpers.cli import SMOKE, error, fast
 from tests.helpers.fakes import write_image_folder
 
-FAST = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1",
-        "--model.sample_every_n_steps", "0", *EAGER_MN, "--wandb.mode", "disabled",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+FAST = fast(2)
 
 
 @pytest.fixture(scope="module")

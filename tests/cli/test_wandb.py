@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 
 from gan_mn.cli import main
-from tests.helpers.cli import EAGER_MN, SMOKE
+from tests.helpers.cli import EAGER_MN, QUIET, SMOKE, fast
 
-QUIET = ["--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false"]
-FAST = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
-        "--model.sample_every_n_steps", "0", *EAGER_MN, *QUIET]
+FAST = fast(4)
 
 
 @pytest.mark.slow  # trains through Lightning

@@ -14,6 +14,15 @@ SMOKE = str(ROOT / "gan_mn" / "configs" / "smoke.yaml")
 # MN with its eager kernels: runs that do not test the compiled kernels (tests/norm does)
 # skip compiling them, seconds per process.
 EAGER_MN = ["--model.norm_kwargs", '{"mn": {"kernels": "eager"}}']
+# no wandb run, no progress bar or model summary
+QUIET = ["--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false",
+         "--trainer.enable_model_summary", "false"]
+
+
+def fast(steps: int) -> list[str]:
+    """A short quiet fit: ``steps`` steps, a metrics row each, no sample grids, eager MN."""
+    return ["--trainer.max_steps", str(steps), "--trainer.log_every_n_steps", "1",
+            "--model.sample_every_n_steps", "0", *EAGER_MN, *QUIET]
 
 
 def step_of(ckpt: Path) -> int:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.norm.diagnostics import mixture_diagnostics
+from gan_mn.norm.mixture_summary import mixture_diagnostics
 
 
 def _fitted(k: int, x: torch.Tensor) -> MixtureNorm2d:

@@ -11,13 +11,13 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from typing_extensions import override
 
-from gan_mn.norm.diagnostics import flat, recording
+from gan_mn.norm.mixture_summary import flat, recording
 from gan_mn.training.module import logging_step
 
 
 class MixtureDiagnostics(Callback):
     """At logging steps only, each ``MixtureNorm2d`` (K > 1) of the model is described on
-    its first training input of the step (:func:`gan_mn.norm.diagnostics.mixture_diagnostics`:
+    its first training input of the step (:func:`gan_mn.norm.mixture_summary.mixture_diagnostics`:
     weights, effective number of components, posterior entropy, separation, components
     below one sample). Other steps run no hook and read nothing: the forward hooks are
     armed at the start of a logging step and removed at its end. Not with
