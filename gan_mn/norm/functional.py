@@ -87,7 +87,7 @@ def update_state(state: MixtureState, x: Tensor, stats: BatchStats, momentum: fl
         f: Tensor | float = (1.0 / state.num_batches_tracked.to(stats.var.dtype)
                              if momentum is None else momentum)
         n = stats.mass.unsqueeze(1)
-        unbiased = stats.var * torch.where(n > 1, n / (n - 1).clamp_min(1e-12), 1.0)
+        unbiased = stats.var * torch.where(n > 1, n / (n - 1).clamp_min(TINY), 1.0)
         # a non-finite batch (one NaN poisons every posterior) leaves the state as it was,
         # per channel, without a host read: later clean batches start from a clean fit
         weights_ok = torch.isfinite(stats.mass).all()

@@ -22,6 +22,8 @@ from torch import Tensor
 # Smallest responsibility mass and mixture weight used as a divisor: keeps an
 # empty component finite (its posteriors are ~0, so it contributes nothing).
 TINY = 1e-12
+# the re-seeding hash (pick_index, and the Triton kernels' _pick): modulus and multipliers
+HASH_MOD, HASH_A, HASH_B = 4294967296, 2146121005, 740048493
 # Posteriors below exp(-40) (4e-18, far below float32's resolution of a sum of them)
 # are exactly 0: left to underflow, they become subnormal numbers, which x86 CPUs handle
 # in slow microcode in every later product (a DCGAN discriminator's MN layer, where most
@@ -291,13 +293,13 @@ def pick_index(count: Tensor, k: int, m: int) -> Tensor:
     kernels (``_pick``): no host read, no draw on torch's random stream (so MN and BN
     runs of one seed draw the same noise), and a resumed run picks what an
     uninterrupted one would."""
-    mod = 4294967296
+    mod = HASH_MOD
     ks = torch.arange(k, device=count.device, dtype=torch.int64)
-    h = ((count.long() % mod) * 2146121005 + ks * 740048493 + 1) % mod
+    h = ((count.long() % mod) * HASH_A + ks * HASH_B + 1) % mod
     h = h ^ (h >> 16)
-    h = (h * 2146121005) % mod
+    h = (h * HASH_A) % mod
     h = h ^ (h >> 15)
-    h = (h * 740048493) % mod
+    h = (h * HASH_B) % mod
     h = h ^ (h >> 16)
     return h % m
 

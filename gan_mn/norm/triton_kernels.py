@@ -20,7 +20,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-TINY: tl.constexpr = tl.constexpr(1e-12)  # as gan_mn.norm.gmm.TINY
+from gan_mn.norm import gmm
+
+# the eager code's constants, as compile-time constants of the kernels
+TINY: tl.constexpr = tl.constexpr(gmm.TINY)
+HASH_MOD: tl.constexpr = tl.constexpr(gmm.HASH_MOD)
+HASH_A: tl.constexpr = tl.constexpr(gmm.HASH_A)
+HASH_B: tl.constexpr = tl.constexpr(gmm.HASH_B)
 
 # MODE of the posteriors: one component of ones (BN), an E-step, or given in memory.
 ONES, ESTEP, GIVEN = 0, 1, 2
@@ -213,11 +219,11 @@ def _sum_mass(mass_part, B, ks, k_ok, K: tl.constexpr, KP: tl.constexpr,
 def _pick(count, ks, M):
     """The sample a dead component ``k`` re-seeds at after batch ``count``: the hash of
     :func:`gan_mn.norm.gmm.pick_index` (int64; every product stays below 2**63)."""
-    h = ((count % 4294967296) * 2146121005 + ks.to(tl.int64) * 740048493 + 1) % 4294967296
+    h = ((count % HASH_MOD) * HASH_A + ks.to(tl.int64) * HASH_B + 1) % HASH_MOD
     h = h ^ (h >> 16)
-    h = (h * 2146121005) % 4294967296
+    h = (h * HASH_A) % HASH_MOD
     h = h ^ (h >> 15)
-    h = (h * 740048493) % 4294967296
+    h = (h * HASH_B) % HASH_MOD
     h = h ^ (h >> 16)
     return h % M
 
@@ -278,7 +284,7 @@ def mn_finalize(part_ptr, centre_ptr, shift_ptr, st_ptr,
         else:
             f = momentum
         n = mass[:, None]
-        unbiased = var * tl.where(n > 1, n / tl.maximum(n - 1, 1e-12), 1.0)
+        unbiased = var * tl.where(n > 1, n / tl.maximum(n - 1, TINY), 1.0)
         running_mean = _table(rmean_ptr, ks, k_ok, cs, c_ok, C, 0.0)
         running_var = _table(rvar_ptr, ks, k_ok, cs, c_ok, C, 0.0)
         tl.store(rmean_ptr + offs, running_mean * (1 - f) + mean * f, mask=mask)
