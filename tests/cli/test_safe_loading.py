@@ -1,6 +1,8 @@
 """A checkpoint or cache file whose pickle would run code (here: create a marker file) is
 refused in one line, exit 2, through every command that reads one; nothing from it runs.
-Real files (a training run's checkpoint and its metrics cache) still load."""
+Real files (a training run's checkpoint and its metrics cache) still load. And the other
+one-line answers about files a user gives: weights that do not fit their settings, a
+place that refuses the file to write."""
 
 from __future__ import annotations
 
