@@ -158,10 +158,11 @@ def read_run(run_dir: str | Path) -> RunLog:
         if step is None:
             continue
         for key, text in row.items():
+            if key in ("step", "epoch"):
+                continue
             value = _float(text)
-            if key in ("step", "epoch") or value is None:
-                if key not in ("step", "epoch") and text and _float(text) is None \
-                        and text.strip().lower() in ("nan", "inf", "-inf", "+inf"):
+            if value is None:
+                if (text or "").strip().lower() in ("nan", "inf", "-inf", "+inf"):
                     log.non_finite.setdefault(key, {})[step] = text.strip()
                 continue
             if key == "time/train_seconds":

@@ -41,9 +41,11 @@ class _ConditionalNorm2d(nn.Module):
         if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
             raise ValueError(f"labels must be N={x.shape[0]} integer class indices, got "
                              f"shape {tuple(y.shape)} of {y.dtype}")
-        if y.numel() and not torch.compiler.is_compiling():
-            low, high = int(y.min()), int(y.max())  # (a host read: bad labels fail here,
-            if low < 0 or high >= self.num_classes:  # not as a device-side assert)
+        if y.device.type == "cpu" and y.numel() and not torch.compiler.is_compiling():
+            # (on the CPU only: on a GPU this read would wait for the device every step;
+            # there the labels' range is the data's and the sampler's to keep)
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= self.num_classes:
                 raise ValueError(f"labels must be in [0, {self.num_classes}), got "
                                  f"{low if low < 0 else high}")
         h = self.norm(x)

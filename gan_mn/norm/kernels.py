@@ -79,10 +79,10 @@ class EagerKernels:
 
     def posteriors(self, saved: tuple[Tensor | None, ...], layout: Layout) -> Tensor | None:
         """``tau = a * sqrt(lambda)`` from the saved ``a = tau / sqrt(lambda)``."""
-        _, a, _, weight, *_ = saved
-        if a is None or weight is None:
+        _, a, _, lam, *_ = saved
+        if a is None or lam is None:
             return None
-        root = weight.clamp_min(TINY).sqrt()
+        root = lam.clamp_min(TINY).sqrt()
         return a * (root if layout[1] else root.unsqueeze(-1))
 
 
