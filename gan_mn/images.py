@@ -20,10 +20,11 @@ def to_uint8(images: Tensor) -> Tensor:
     return images.detach().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def grid_image(images: Tensor) -> Tensor:
-    """A near-square ``uint8`` grid ``(3, H, W)`` of ``images``: uint8, or floats in
-    ``[-1, 1]``."""
-    nrow = max(1, math.ceil(math.sqrt(images.shape[0])))
+def grid_image(images: Tensor, per_row: int | None = None) -> Tensor:
+    """A ``uint8`` grid ``(3, H, W)`` of ``images`` (uint8, or floats in ``[-1, 1]``):
+    ``per_row`` images per row (a class grid: one row per class), near-square by
+    default."""
+    nrow = per_row or max(1, math.ceil(math.sqrt(images.shape[0])))
     if images.dtype != torch.uint8:
         images = to_uint8(images)
     return make_grid(images.cpu(), nrow=nrow, padding=2)

@@ -31,12 +31,13 @@ NO_EFFECT = ("model.sample_every_n_steps", "model.num_grid_samples", "model.cuda
 NO_EFFECT_NORM_OPTIONS = ("kernels", "fused")
 LOCATED = ("data.root",)
 # how a command was started (ckpt_path, config, ...), or linked to another setting
-# (data.seed follows seed_everything, model.image_size follows data.image_size)
+# (data.seed follows seed_everything, model.image_size follows data.image_size,
+# data.num_classes follows model.num_classes)
 NOT_SETTINGS = ("ckpt_path", "config", "weights_only", "overwrite", "data.seed",
-                "model.image_size")
+                "model.image_size", "data.num_classes")
 # settings added after runs were saved without them: their value then (the default now)
 ADDED_LATER = {"model.arch": "dcgan", "model.cuda_graph": False,
-               "data.per_batch_file": None}
+               "data.per_batch_file": None, "model.num_classes": 0}
 
 
 def setting_class(key: str) -> str:

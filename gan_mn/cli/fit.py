@@ -172,6 +172,7 @@ class GANCLI(LightningCLI):
                                  "(SyncMixtureNorm2d, SyncBatchNorm)")
         parser.link_arguments("seed_everything", "data.seed")
         parser.link_arguments("data.image_size", "model.image_size")
+        parser.link_arguments("model.num_classes", "data.num_classes")
 
     # --- run directory --------------------------------------------------------------------
     def _run_config(self) -> Any:
@@ -181,7 +182,8 @@ class GANCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self._run_config()
         label = cfg.model.label or default_label(cfg.model.g_norm, cfg.model.d_norm,
-                                                 cfg.model.norm_kwargs, cfg.model.arch)
+                                                 cfg.model.norm_kwargs, cfg.model.arch,
+                                                 cfg.model.num_classes)
         cfg.model.label = label
         # the family in the name unless the label says it: a smoke run of each family
         # gets its own directory (sngan-smoke-seed0), not the DCGAN one's

@@ -37,6 +37,9 @@ def _graph_obstacle(cfg: Any, on_cpu: bool) -> tuple[str, str] | None:
     """Why the training step cannot be captured as a CUDA graph here: a short reason and
     the one-line refusal of ``--model.cuda_graph true``; None if it can."""
     trainer = cfg.trainer
+    if cfg.model.num_classes:
+        return ("a class-conditional model", "--model.cuda_graph true: class-conditional "
+                "models run eagerly; leave it off (or auto)")
     if on_cpu:
         return ("no CUDA GPU", "--model.cuda_graph true needs a CUDA GPU (it captures the "
                 "training step as a CUDA graph); leave it off on this machine")

@@ -47,6 +47,12 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
     "sngan-mn-g-k5": ("sngan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 5}}"]),
     "resnet-bn": ("resnet_bn.yaml", []),
     "resnet-mn-g": ("resnet_mn.yaml", []),
+    # class-conditional DCGAN on CIFAR-10's 10 classes: conditional BN or MN in G, a
+    # projection discriminator (BN in D)
+    "cbn": ("dcgan_bn.yaml", ["--model.num_classes", "10"]),
+    "cmn-g": ("dcgan_mn.yaml", ["--model.num_classes", "10"]),
+    "cmn-g-k5": ("dcgan_mn.yaml", ["--model.num_classes", "10", "--model.norm_kwargs",
+                                   "{mn: {num_components: 5}}"]),
 }
 
 

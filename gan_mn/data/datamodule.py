@@ -13,22 +13,35 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from gan_mn.data.sampler import ResumableSampler
-from gan_mn.data.sources import DataError, load_cifar10, load_image_folder, synthetic_images
+from gan_mn.data.sources import (
+    CIFAR10_CLASSES,
+    SYNTHETIC_CLASSES,
+    DataError,
+    load_cifar10,
+    load_cifar10_labelled,
+    load_image_folder_labelled,
+    synthetic_images,
+    synthetic_labels,
+)
 
 
 class UInt8Images(Dataset):
-    """Indexable view of a ``uint8`` image tensor; conversion to float happens per batch
-    on the training device (see ``GANDataModule.on_after_batch_transfer``)."""
+    """Indexable view of a ``uint8`` image tensor (with its labels, ``(image, label)``
+    pairs, when given); conversion to float happens per batch on the training device
+    (see ``GANDataModule.on_after_batch_transfer``)."""
 
-    def __init__(self, images: Tensor) -> None:
+    def __init__(self, images: Tensor, labels: Tensor | None = None) -> None:
         self.images = images
+        self.labels = labels
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     @override
-    def __getitem__(self, index: int) -> Tensor:
-        return self.images[index]
+    def __getitem__(self, index: int) -> Tensor | tuple[Tensor, Tensor]:
+        if self.labels is None:
+            return self.images[index]
+        return self.images[index], self.labels[index]
 
 
 class Indices(Dataset):
@@ -67,14 +80,21 @@ class GANDataModule(pl.LightningDataModule):
             (1017 for the training split: the 5,085-image subset the committed studies
             were trained on).
         seed: seeds the shuffling order, independently of the global seed.
+        num_classes: 0, or the classes of a class-conditional model (set from
+            ``--model.num_classes``): batches are then ``(images, labels)``, and the data
+            must have labels and that many classes. Labels: CIFAR-10's; an image folder's
+            subfolders (one per class, sorted); the synthetic data's 10 brightness bands.
     """
 
     def __init__(self, dataset: Literal["cifar10", "imagefolder", "synthetic"] = "cifar10",
                  root: str = "data", split: Literal["train", "test"] = "train",
                  image_size: int = 32, batch_size: int = 64, num_workers: int = 0,
                  download: bool = True, per_batch_file: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, num_classes: int = 0) -> None:
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) \
+                or num_classes < 0:
+            raise DataError(f"num_classes must be 0 or a positive number, got {num_classes!r}")
         if per_batch_file is not None and dataset != "cifar10":
             raise DataError(f"--data.per_batch_file selects from CIFAR-10's batch files; "
                             f"the dataset is {dataset!r}")
@@ -89,26 +109,52 @@ class GANDataModule(pl.LightningDataModule):
             raise DataError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.images: Tensor | None = None
+        self.labels: Tensor | None = None  # the images' classes, where the data has them
+        self.class_names: tuple[str, ...] = ()
         self._content_key: str | None = None
         self._on_device: dict[torch.device, Tensor] = {}  # the images where batches gather
+        self._labels_on: dict[torch.device, Tensor] = {}  # and their labels
 
     def load_images(self) -> Tensor:
         """The whole dataset as ``uint8`` ``(N, 3, S, S)``, loaded once."""
         if self.images is None:
             h = self.hparams
             if h.dataset == "cifar10":
-                images = load_cifar10(h.root, h.split, h.download, h.per_batch_file)
                 if h.image_size != 32:
                     raise DataError(f"CIFAR-10 images are 32x32; image_size={h.image_size} "
                                     "is not supported for it")
+                images, self.labels = load_cifar10_labelled(h.root, h.split, h.download,
+                                                            h.per_batch_file)
+                self.class_names = CIFAR10_CLASSES
             elif h.dataset == "imagefolder":
-                images = load_image_folder(h.root, h.image_size)
+                images, self.labels, self.class_names = load_image_folder_labelled(
+                    h.root, h.image_size)
             elif h.dataset == "synthetic":
                 images = synthetic_images(1024, h.image_size)
+                self.labels = synthetic_labels(images)
+                self.class_names = tuple(str(c) for c in range(SYNTHETIC_CLASSES))
             else:
                 raise DataError(f"unknown dataset {h.dataset!r} (cifar10, imagefolder, synthetic)")
+            self._check_classes()
             self.images = images
         return self.images
+
+    def _check_classes(self) -> None:
+        """A class-conditional run needs labelled data with as many classes as its model."""
+        wanted = self.hparams.num_classes
+        if not wanted:
+            return
+        if self.labels is None:
+            raise DataError(f"--model.num_classes {wanted} needs labelled data, and "
+                            f"{self.source_label()} has no labels (an image folder needs "
+                            "one subfolder per class, with every image inside one)")
+        if len(self.class_names) != wanted:
+            raise DataError(f"--model.num_classes is {wanted}, but {self.source_label()} has "
+                            f"{len(self.class_names)} classes")
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.hparams.num_classes)
 
     @override
     def prepare_data(self) -> None:
@@ -141,7 +187,8 @@ class GANDataModule(pl.LightningDataModule):
         images = self.load_images()
         gather = device.type != "cuda" or images.nbytes <= DEVICE_SHARE * \
             torch.cuda.mem_get_info(device)[0]
-        dataset = Indices(images.shape[0]) if gather else UInt8Images(images)
+        dataset = Indices(images.shape[0]) if gather else \
+            UInt8Images(images, self.labels if self.conditional else None)
         sampler = ResumableSampler(dataset, seed=h.seed, num_replicas=world, rank=rank)
         if trainer is not None and trainer.fit_loop.restarting:
             # The epoch in progress (epochs processed so far) and its batches done. (Not
@@ -160,14 +207,24 @@ class GANDataModule(pl.LightningDataModule):
                           pin_memory=device.type == "cuda")
 
     @override
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Tensor:
-        """A batch of indices gathered from the images on its device (copied there once),
-        or a batch of images; uint8 ``[0, 255]`` -> float ``[-1, 1]``, on the device."""
-        if batch.dtype == torch.int64:
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int
+                                ) -> Tensor | tuple[Tensor, Tensor]:
+        """A batch of indices gathered from the images (and labels) on its device (copied
+        there once), or a batch of images (and labels); uint8 ``[0, 255]`` -> float
+        ``[-1, 1]``, on the device. Class-conditional: ``(images, labels)``."""
+        labels = None
+        if isinstance(batch, (tuple, list)):
+            batch, labels = batch
+        elif batch.dtype == torch.int64:
             if batch.device not in self._on_device:
                 self._on_device[batch.device] = self.load_images().to(batch.device)
+                if self.conditional:
+                    self._labels_on[batch.device] = self.labels.to(batch.device)
+            if self.conditional:
+                labels = self._labels_on[batch.device].index_select(0, batch)
             batch = self._on_device[batch.device].index_select(0, batch)
-        return batch.float().div_(127.5).sub_(1.0)
+        images = batch.float().div_(127.5).sub_(1.0)
+        return images if labels is None else (images, labels)
 
     # --- what the metrics need: the reference images and a key that identifies them ---
     def source_label(self) -> str:

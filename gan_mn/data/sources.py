@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+# CIFAR-10's class names in its label order (also the sorted names of a class-per-folder
+# copy of it, so such a folder's labels are CIFAR-10's)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+SYNTHETIC_CLASSES = 10
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -33,6 +38,12 @@ class DataError(UserError):
 
 def load_cifar10(root: str | Path, split: str = "train", download: bool = True,
                  per_batch_file: int | None = None) -> Tensor:
+    """CIFAR-10's images (:func:`load_cifar10_labelled` without the labels)."""
+    return load_cifar10_labelled(root, split, download, per_batch_file)[0]
+
+
+def load_cifar10_labelled(root: str | Path, split: str = "train", download: bool = True,
+                          per_batch_file: int | None = None) -> tuple[Tensor, Tensor]:
     """CIFAR-10 images of ``split`` from ``root/cifar-10-batches-py``, downloading them
     with torchvision first if they are missing and ``download`` is set; with
     ``per_batch_file``, only the first that many of each batch file, in file order
@@ -40,7 +51,7 @@ def load_cifar10(root: str | Path, split: str = "train", download: bool = True,
 
     The batch files are read directly rather than through torchvision's dataset class,
     so any data in CIFAR-10's on-disk format works (torchvision insists on the official
-    checksums)."""
+    checksums). Returns the images and their labels (``int64``, CIFAR-10's order)."""
     if split not in CIFAR10_FILES:
         raise DataError(f"CIFAR-10 split must be 'train' or 'test', got {split!r}")
     folder = Path(root).expanduser() / CIFAR10_DIR
@@ -52,19 +63,23 @@ def load_cifar10(root: str | Path, split: str = "train", download: bool = True,
         raise DataError(f"CIFAR-10 {split} files missing in {folder}: {', '.join(missing)} "
                         f"(download cifar-10-python.tar.gz and extract it into {root}, "
                         "or allow --data.download)")
-    arrays = []
+    arrays, labels = [], []
     for name in CIFAR10_FILES[split]:
         try:
             with open(folder / name, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
             images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            classes = np.asarray(entry["labels"], dtype=np.int64)
+            if classes.shape != images.shape[:1]:
+                raise ValueError(f"{len(classes)} labels for {len(images)} images")
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
             raise DataError(f"{folder / name} is not a CIFAR-10 batch file ({err})") from err
         if per_batch_file is not None and per_batch_file > len(images):
             raise DataError(f"--data.per_batch_file {per_batch_file} is more than the "
                             f"{len(images)} images of {folder / name}")
         arrays.append(images[:per_batch_file])
-    return torch.from_numpy(np.concatenate(arrays))
+        labels.append(classes[:per_batch_file])
+    return torch.from_numpy(np.concatenate(arrays)), torch.from_numpy(np.concatenate(labels))
 
 
 def _download_cifar10(root: Path) -> None:
@@ -97,9 +112,28 @@ def synthetic_images(count: int = 1024, image_size: int = 32, seed: int = 0) -> 
     return fine.mul(255).round().to(torch.uint8)
 
 
+def synthetic_labels(images: Tensor, num_classes: int = SYNTHETIC_CLASSES) -> Tensor:
+    """The synthetic data's modes: its images' brightness, in ``num_classes`` bands of
+    equal size (the darkest tenth is class 0), so each class is a look a conditional
+    generator can learn."""
+    order = images.float().mean((1, 2, 3)).argsort(stable=True)
+    labels = torch.empty(len(images), dtype=torch.int64)
+    labels[order] = torch.arange(len(images)) * num_classes // len(images)
+    return labels
+
+
 def load_image_folder(root: str | Path, image_size: int = 32) -> Tensor:
+    """The images of :func:`load_image_folder_labelled`."""
+    return load_image_folder_labelled(root, image_size)[0]
+
+
+def load_image_folder_labelled(root: str | Path, image_size: int = 32
+                               ) -> tuple[Tensor, Tensor | None, tuple[str, ...]]:
     """Every image under ``root`` (recursively, sorted by path), as RGB, resized so its
-    short side is ``image_size`` and centre-cropped to a square.
+    short side is ``image_size`` and centre-cropped to a square; with their labels and
+    class names when the folder has torchvision's ``ImageFolder`` layout (every image in
+    a subfolder of ``root``, one per class, classes in sorted order), else ``None`` and
+    no names (a flat or mixed folder has no labels).
 
     Files that cannot be decoded are skipped with one warning that counts and names
     them: one bad file in a scraped folder should not cost a run."""
@@ -112,13 +146,14 @@ def load_image_folder(root: str | Path, image_size: int = 32) -> Tensor:
         log.warning("skipped %d links to files that do not exist: %s", len(broken), shown)
     if not paths:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {folder}")
-    images, bad = [], []
+    images, bad, kept = [], [], []
     for path in paths:
         try:
             with warnings.catch_warnings():  # an oversized image is one more bad file
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(path) as img:
                     images.append(_square(_rgb8(img), image_size))
+                    kept.append(path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
                 Image.DecompressionBombError, Image.DecompressionBombWarning):
             bad.append(path)
@@ -128,7 +163,11 @@ def load_image_folder(root: str | Path, image_size: int = 32) -> Tensor:
                     len(bad), len(paths), shown)
     if not images:
         raise DataError(f"none of the {len(paths)} image files under {folder} could be read")
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    tops = [p.relative_to(folder).parts for p in kept]
+    names = tuple(sorted({parts[0] for parts in tops})) if all(len(t) > 1 for t in tops) \
+        else ()
+    labels = torch.tensor([names.index(t[0]) for t in tops]) if names else None
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), labels, names
 
 
 def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:

@@ -113,7 +113,11 @@ class FidelityCallback(Callback):
         args = (generator, generator.z_dim, UInt8Images(datamodule.load_images()),
                 datamodule.content_key(), protocol, self.settings)
         values: dict[str, float] | None
-        if trainer.world_size == 1:
+        if getattr(generator, "num_classes", 0):  # one process scores, all log the same
+            classes = (datamodule.labels, datamodule.class_names)
+            values = compute_metrics(*args, classes) if trainer.global_rank == 0 else None
+            values = trainer.strategy.broadcast(values, src=0)
+        elif trainer.world_size == 1:
             values = compute_metrics(*args)
         else:  # every rank samples its share; rank 0 computes; all log the same values
             values = compute_metrics_sharded(*args, rank=trainer.global_rank,

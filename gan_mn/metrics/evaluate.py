@@ -13,6 +13,7 @@ import torch
 from gan_mn.data import GANDataModule, UInt8Images
 from gan_mn.errors import UserError
 from gan_mn.metrics.fidelity import (
+    balanced_labels,
     check_extractor_weights,
     compute_metrics,
     load_plugin,
@@ -55,9 +56,12 @@ def mixture_state(gan: torch.nn.Module, training: GANDataModule, device: str,
     batch = int(training.hparams.batch_size)
     noise = torch.randn(batch, model.generator.z_dim, generator=torch.Generator().manual_seed(seed))
     images = training.load_images()[:batch].to(device).float().div(127.5).sub(1.0)
+    classes = model.generator.num_classes
+    made = () if not classes else (balanced_labels(0, batch, classes).to(device),)
+    real = () if not classes else (training.labels[:batch].to(device),)
     with torch.no_grad(), recording(model) as values:
-        model.generator(noise.to(device))
-        model.discriminator(images)
+        model.generator(noise.to(device), *made)
+        model.discriminator(images, *real)
     return flat(values)
 
 
@@ -80,7 +84,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: MetricSettings, *,
     protocol = settings.protocol(data.metric_suffix())
     start = time.perf_counter()
     values = compute_metrics(generator, generator.z_dim, UInt8Images(data.load_images()),
-                             data.content_key(), protocol, settings)
+                             data.content_key(), protocol, settings,
+                             (data.labels, data.class_names) if data.labels is not None else None)
     inside = mixture_state(run.gan, data if reference is None else reference_data(
         None, run.data_hparams, size, data_root), device, settings.seed)
     return {**values, **inside, "checkpoint": str(run.path), "step": run.step, "ema": run.ema,

@@ -51,11 +51,24 @@ class UInt8Generator(nn.Module):
         return to_uint8(self.generator(z))
 
 
+def balanced_labels(start: int, stop: int, num_classes: int) -> Tensor:
+    """The classes of images ``start .. stop - 1`` of a class-balanced sample: image
+    ``i`` is of class ``i % num_classes``."""
+    return torch.arange(start, stop) % num_classes
+
+
 @torch.no_grad()
 def generate_batches(generator: nn.Module, num: int, seed: int, norm_mode: str = "running",
-                     batch_size: int = 100) -> Iterator[Tensor]:
+                     batch_size: int = 100, class_index: int | None = None) -> Iterator[Tensor]:
     """``num`` uint8 images from seeded normal noise, ``batch_size`` at a time ``(b, 3, H,
-    W)`` on the CPU: memory bounded by one batch whatever ``num`` is."""
+    W)`` on the CPU: memory bounded by one batch whatever ``num`` is. A class-conditional
+    generator makes a class-balanced sample (:func:`balanced_labels`), or only class
+    ``class_index`` when given."""
+    classes = getattr(generator, "num_classes", 0)
+    if class_index is not None and not 0 <= class_index < classes:
+        raise MetricsError(f"class {class_index} is not one of the generator's "
+                           f"{classes} classes" if classes else
+                           "the generator is unconditional: it has no classes to choose")
     if num < 1:
         raise MetricsError(f"the number of images must be positive, got {num}")
     if batch_size < 1:
@@ -65,12 +78,16 @@ def generate_batches(generator: nn.Module, num: int, seed: int, norm_mode: str =
     with sampling(generator, norm_mode) as model:
         for i in range(0, num, batch_size):
             z = torch.randn(min(batch_size, num - i), generator.z_dim, generator=noise)
-            yield to_uint8(model(z.to(device))).cpu()
+            labels = () if not classes else (
+                balanced_labels(i, i + len(z), classes) if class_index is None
+                else torch.full((len(z),), class_index)).to(device),
+            yield to_uint8(model(z.to(device), *labels)).cpu()
 
 
 def generate(generator: nn.Module, num: int, seed: int, norm_mode: str = "running",
              batch_size: int = 100) -> Tensor:
-    """``num`` uint8 images ``(num, 3, H, W)`` on the CPU from seeded normal noise."""
+    """``num`` uint8 images ``(num, 3, H, W)`` on the CPU from seeded normal noise
+    (class-balanced for a class-conditional generator)."""
     return torch.cat(list(generate_batches(generator, num, seed, norm_mode, batch_size)))
 
 
@@ -199,25 +216,30 @@ def fidelity_kwargs(reference: Dataset, reference_key: str, protocol: Protocol,
 
 
 def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, reference_key: str,
-                    protocol: Protocol, settings: MetricSettings) -> dict[str, float]:
+                    protocol: Protocol, settings: MetricSettings,
+                    classes: tuple[Tensor, tuple[str, ...]] | None = None) -> dict[str, float]:
     """Metric values of ``generator`` (named by ``protocol``), via torch-fidelity.
 
     ``norm_mode='running'`` samples in eval mode (running statistics), ``'batch'`` from
     a copy in train mode, so the generator's own statistics are never touched. The
     generator's mode is restored. Reference statistics are cached under
-    ``reference_key`` + extractor + weights in ``cache_dir``."""
+    ``reference_key`` + extractor + weights in ``cache_dir``. A class-conditional
+    generator needs ``classes``, the reference's labels and class names, and gets the
+    class-aware metrics too (:mod:`gan_mn.metrics.classes`)."""
     validate(settings, len(reference))
     check_extractor(protocol.feature_extractor)
+    if getattr(generator, "num_classes", 0):
+        from gan_mn.metrics.classes import compute_class_metrics
+
+        if classes is None:
+            raise MetricsError("a class-conditional generator is scored against labelled "
+                               "reference images; this reference has no labels")
+        return compute_class_metrics(generator, reference, *classes, reference_key,
+                                     protocol, settings)
     device = next(generator.parameters()).device
     kwargs = fidelity_kwargs(reference, reference_key, protocol, settings,
                              cuda=device.type == "cuda")
-    for path in _cache_files(kwargs):  # torch-fidelity loads them with weights_only=False
-        try:
-            check(path, "metrics cache file")
-        except UnsafeFileError:
-            raise
-        except Exception:  # unreadable: torch-fidelity's load fails, worded below
-            pass
+    check_cache(kwargs)
     try:
         with sampling(generator, protocol.norm_mode) as model, warnings.catch_warnings():
             # torch-fidelity's reference loader asks for 4 workers whatever the machine;
@@ -235,6 +257,18 @@ def compute_metrics(generator: nn.Module, z_dim: int, reference: Dataset, refere
                            f"{', '.join(str(p) for p in _unreadable(cached))}; delete them "
                            "and they are recomputed") from err
     return numbers(protocol, result)
+
+
+def check_cache(kwargs: dict[str, Any]) -> None:
+    """The reference's cache files are data, not code: torch-fidelity loads them with
+    ``weights_only=False``, so each is scanned first (``UnsafeFileError``)."""
+    for path in _cache_files(kwargs):
+        try:
+            check(path, "metrics cache file")
+        except UnsafeFileError:
+            raise
+        except Exception:  # unreadable: torch-fidelity's load fails, worded by the caller
+            pass
 
 
 def _cache_files(kwargs: dict[str, Any]) -> list[Path]:

@@ -4,6 +4,9 @@
 (torch-fidelity's ``inception-v3-compat``); any other extractor is appended
 (``fid2k_train_cifar10-proxy``), as is sampling with batch statistics (``_batchstats``),
 so a proxy or differently sampled number can never pass for the standard one.
+Class-conditional generators add ``ifid2k_train...`` (intra-class FID: the mean over
+classes of each class's FID against that class's images) and ``cacc2k_cifar10-proxy``
+(class accuracy by the built-in classifier).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ METRICS = ("isc", "fid", "kid", "prc")
 DEFAULT_EXTRACTOR = "inception-v3-compat"
 DEFAULT_CACHE_DIR = "~/.cache/gan-mn/fidelity"
 DEFAULT_SEED = 2020
+CLASSIFIER = "cifar10-proxy"  # the built-in classifier behind class accuracy
 NormMode = Literal["running", "batch"]
 
 
@@ -53,8 +57,15 @@ class Protocol:
             "precision": f"prc{n}{ref}_precision",
             "recall": f"prc{n}{ref}_recall",
             "f_score": f"prc{n}{ref}_fscore",
+            "intra_class_fid": f"ifid{n}{ref}",
         }.get(name, f"{name}{n}{ref}")
         return base + self.suffix()
+
+    def class_accuracy_key(self) -> str:
+        """Class accuracy's name: always the built-in CIFAR-10 classifier's
+        (``cacc2k_cifar10-proxy``), whatever the protocol's extractor."""
+        batch = "_batchstats" if self.norm_mode == "batch" else ""
+        return f"cacc{count_tag(self.num_samples)}_{CLASSIFIER}{batch}"
 
     def fid_key(self) -> str:
         return self.key("frechet_inception_distance")

@@ -7,9 +7,10 @@ batch ``b`` is generated on rank ``b % world``; the features are put back in bat
 order. The metric arithmetic is torch-fidelity's (``*_featuresdict_to_*``), the same
 calls ``calculate_metrics`` makes, and the reference goes through its cache.
 
-This module is the one place that uses torch-fidelity's internal functions (its public
-API computes on one process only); torch-fidelity is pinned below 0.5 in pyproject so
-that a change there fails at install time.
+This module and :mod:`gan_mn.metrics.classes` (metrics per class) are the places that
+use torch-fidelity's internal functions (its public API computes on one process, over
+one input, only); torch-fidelity is pinned below 0.5 in pyproject so that a change there
+fails at install time.
 """
 
 from __future__ import annotations
@@ -82,15 +83,15 @@ def compute_metrics_sharded(generator: nn.Module, z_dim: int, reference: Dataset
         return None
     merged = {b: f for part in parts for b, f in part.items()}
     features = {k: torch.cat([merged[b][k] for b in sorted(merged)]) for k in merged[0]}
-    return numbers(protocol, _metrics(features, extractor, layers, kwargs))
+    return numbers(protocol, metrics_from_features(features, extractor, layers, kwargs))
 
 
-def _metrics(features: dict[str, Tensor], extractor: Any, layers: dict[str, str],
+def metrics_from_features(features: dict[str, Tensor], extractor: Any, layers: dict[str, str],
              kwargs: dict[str, Any]) -> dict[str, Any]:
     """What ``torch_fidelity.calculate_metrics`` does once input 1's features exist."""
     out: dict[str, Any] = {}
-    reference = (extract_featuresdict_from_input_id_cached(2, extractor, **kwargs)
-                 if kwargs["input2"] is not None else None)
+    reference = (extract_featuresdict_from_input_id_cached(2, extractor, **{
+        **kwargs, "save_cpu_ram": True}) if kwargs["input2"] is not None else None)
     if "isc" in layers:
         out.update(isc_featuresdict_to_metric(features, layers["isc"], **kwargs))
     if "fid" in layers:

@@ -8,6 +8,8 @@ discriminator's first layer and the generator's output layer have no norm.
 ``norm_kwargs`` maps a kind to its layers' arguments, e.g. ``{"mn": {"num_components": 5}}``.
 ``sn`` puts spectral norm on a layer's weight instead of a norm after it; a network whose
 normalized layers are all ``sn`` has it on every layer (its first and last ones too).
+With ``num_classes`` > 0 the generator's norms are class-conditional and the
+discriminator adds a projection term on its last features, summed over positions.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from gan_mn.models.layers import (
+    ConditionalSequential,
     LatentGenerator,
     NormKwargs,
     NormSpec,
+    Projection,
     SpectralNorms,
+    check_conditional_kinds,
+    check_num_classes,
+    check_projection,
     edge_kind,
     norm_after,
     per_layer,
@@ -62,39 +69,44 @@ def dcgan_widths(image_size: int, g_channels: Sequence[int], d_channels: Sequenc
 
 
 class DCGANGenerator(LatentGenerator):
-    """Maps latents ``(N, z_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]``, with
-    ``S = 4 * 2**len(channels)`` (32 for the DCGAN widths)."""
+    """Maps latents ``(N, z_dim)`` (and labels ``(N,)`` when class-conditional) to images
+    ``(N, 3, S, S)`` in ``[-1, 1]``, with ``S = 4 * 2**len(channels)`` (32 for the DCGAN
+    widths)."""
 
     def __init__(self, z_dim: int = 100, channels: Sequence[int] = (512, 256, 128),
                  out_channels: int = 3, norm: NormSpec = "bn",
-                 norm_kwargs: NormKwargs | None = None) -> None:
-        super().__init__(z_dim)
+                 norm_kwargs: NormKwargs | None = None, num_classes: int = 0) -> None:
+        super().__init__(z_dim, num_classes)
         kinds = per_layer(norm, len(channels), "generator norm")
+        check_conditional_kinds(kinds, num_classes)
         sn = SpectralNorms(norm_kwargs)
         layers: list[nn.Module] = []
         prev = z_dim
         for i, (width, kind) in enumerate(zip(channels, kinds, strict=True)):
             stride, pad = (1, 0) if i == 0 else (2, 1)
             conv = nn.ConvTranspose2d(prev, width, 4, stride, pad, bias=kind in ("none", "sn"))
-            layers += [sn(conv, kind), norm_after(kind, width, norm_kwargs),
+            layers += [sn(conv, kind), norm_after(kind, width, norm_kwargs, num_classes),
                        nn.ReLU(inplace=True)]
             prev = width
         layers += [sn(nn.ConvTranspose2d(prev, out_channels, 4, 2, 1), edge_kind(kinds)),
                    nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = ConditionalSequential(*layers)
         _init_dcgan(self)
         sn.apply()
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z.reshape(z.shape[0], self.z_dim, 1, 1))
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        self.check_labels(y)
+        return self.net(z.reshape(z.shape[0], self.z_dim, 1, 1), y)
 
 
 class DCGANDiscriminator(nn.Module):
     """Maps images ``(N, 3, S, S)``, ``S = 4 * 2**len(channels)``, to logits ``(N,)``."""
 
     def __init__(self, channels: Sequence[int] = (64, 128, 256), in_channels: int = 3,
-                 norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None) -> None:
+                 norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None,
+                 num_classes: int = 0) -> None:
         super().__init__()
+        check_num_classes(num_classes)
         kinds = per_layer(norm, len(channels) - 1, "discriminator norm")
         edge = edge_kind(kinds)
         sn = SpectralNorms(norm_kwargs)
@@ -107,7 +119,13 @@ class DCGANDiscriminator(nn.Module):
         layers.append(sn(nn.Conv2d(channels[-1], 1, 4, 1, 0), edge))
         self.net = nn.Sequential(*layers)
         _init_dcgan(self)
+        self.projection = Projection(num_classes, channels[-1], sn, edge) \
+            if num_classes else None
         sn.apply()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).flatten()
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        check_projection(self.projection, y)
+        if self.projection is None:
+            return self.net(x).flatten()
+        features = self.net[:-1](x)
+        return self.net[-1](features).flatten() + self.projection(features, y)

@@ -18,8 +18,10 @@ IMAGE_SIZES = {"dcgan": tuple(sorted(DCGAN_WIDTHS)), "sngan": (32,), "resnet": (
 
 def build_models(arch: str, z_dim: int, g_channels: Sequence[int], d_channels: Sequence[int],
                  g_norm: NormSpec, d_norm: NormSpec, norm_kwargs: NormKwargs | None,
-                 image_size: int) -> tuple[LatentGenerator, nn.Module]:
-    """``(generator, discriminator)`` of family ``arch`` for ``image_size`` pixels.
+                 image_size: int, num_classes: int = 0) -> tuple[LatentGenerator, nn.Module]:
+    """``(generator, discriminator)`` of family ``arch`` for ``image_size`` pixels;
+    class-conditional with ``num_classes`` > 0 (conditional norms in G, a projection
+    discriminator).
 
     Widths left at the DCGAN defaults (the model's defaults) become the family's own
     (SNGAN: ``512, 256, 128, 64`` / ``64, 64, 128, 128, 256, 256, 512``; ResNet:
@@ -34,19 +36,24 @@ def build_models(arch: str, z_dim: int, g_channels: Sequence[int], d_channels: S
     _check_positive(d_channels, "d_channels")
     if arch == "dcgan":
         g_channels, d_channels = dcgan_widths(image_size, g_channels, d_channels)
-        return (DCGANGenerator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs),
-                DCGANDiscriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs))
+        return (DCGANGenerator(z_dim, g_channels, norm=g_norm, norm_kwargs=norm_kwargs,
+                               num_classes=num_classes),
+                DCGANDiscriminator(d_channels, norm=d_norm, norm_kwargs=norm_kwargs,
+                                   num_classes=num_classes))
     g_default, d_default = DCGAN_WIDTHS[32]
     widths = SNGAN_WIDTHS if arch == "sngan" else RESNET_WIDTHS
     g = widths[0] if tuple(g_channels) == g_default else tuple(g_channels)
     d = widths[1] if tuple(d_channels) == d_default else tuple(d_channels)
     _check_sizes(arch, g, d, image_size)
     if arch == "sngan":
-        return (SNGANGenerator(z_dim, g, norm=g_norm, norm_kwargs=norm_kwargs),
+        return (SNGANGenerator(z_dim, g, norm=g_norm, norm_kwargs=norm_kwargs,
+                               num_classes=num_classes),
                 SNGANDiscriminator(d, norm=d_norm, norm_kwargs=norm_kwargs,
-                                   image_size=image_size))
-    return (ResNetGenerator(z_dim, g, norm=g_norm, norm_kwargs=norm_kwargs),
-            ResNetDiscriminator(d, norm=d_norm, norm_kwargs=norm_kwargs))
+                                   image_size=image_size, num_classes=num_classes))
+    return (ResNetGenerator(z_dim, g, norm=g_norm, norm_kwargs=norm_kwargs,
+                            num_classes=num_classes),
+            ResNetDiscriminator(d, norm=d_norm, norm_kwargs=norm_kwargs,
+                                num_classes=num_classes))
 
 
 def _check_positive(widths: Sequence[int], option: str) -> None:

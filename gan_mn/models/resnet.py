@@ -13,6 +13,8 @@ Norm kinds are per block (G: the three blocks and the final norm; D: the four bl
 block's convolutions, ``none`` neither. The linear layers, G's output convolution and
 G's first projection take ``sn`` only when the whole network is ``sn``. Weights are
 Xavier-uniform (gain sqrt(2) inside residual branches, 1 elsewhere), biases zero.
+Class-conditional (``num_classes`` > 0): conditional norms in G, and a projection term
+on D's pooled features beside its linear head.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from gan_mn.models.layers import (
     LatentGenerator,
     NormKwargs,
     NormSpec,
+    Projection,
     SpectralNorms,
+    check_conditional_kinds,
+    check_num_classes,
+    check_projection,
+    conditioned,
     edge_kind,
     norm_after,
     per_layer,
@@ -48,17 +55,17 @@ class UpBlock(nn.Module):
     """``norm, ReLU, up, conv3x3, norm, ReLU, conv3x3`` + ``up, conv1x1``."""
 
     def __init__(self, cin: int, cout: int, kind: str, norm_kwargs: NormKwargs | None,
-                 sn: SpectralNorms) -> None:
+                 sn: SpectralNorms, num_classes: int = 0) -> None:
         super().__init__()
-        self.norm1 = norm_after(kind, cin, norm_kwargs)
+        self.norm1 = norm_after(kind, cin, norm_kwargs, num_classes)
         self.conv1 = sn(_conv(cin, cout, 3, math.sqrt(2)), kind)
-        self.norm2 = norm_after(kind, cout, norm_kwargs)
+        self.norm2 = norm_after(kind, cout, norm_kwargs, num_classes)
         self.conv2 = sn(_conv(cout, cout, 3, math.sqrt(2)), kind)
         self.shortcut = sn(_conv(cin, cout, 1, 1.0), kind)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.interpolate(F.relu(self.norm1(x)), scale_factor=2)
-        h = self.conv2(F.relu(self.norm2(self.conv1(h))))
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = F.interpolate(F.relu(conditioned(self.norm1, x, y)), scale_factor=2)
+        h = self.conv2(F.relu(conditioned(self.norm2, self.conv1(h), y)))
         return h + self.shortcut(F.interpolate(x, scale_factor=2))
 
 
@@ -96,27 +103,33 @@ class ResNetGenerator(LatentGenerator):
     width, then one per up-sampling block."""
 
     def __init__(self, z_dim: int = 128, channels: Sequence[int] = RESNET_WIDTHS[0],
-                 norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None) -> None:
-        super().__init__(z_dim)
+                 norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None,
+                 num_classes: int = 0) -> None:
+        super().__init__(z_dim, num_classes)
         if len(channels) < 2:
             raise ValueError(f"the ResNet generator needs at least 2 widths, got "
                              f"{list(channels)}")
         kinds = per_layer(norm, len(channels), "generator norm")  # blocks, then the last
+        check_conditional_kinds(kinds, num_classes)
         sn = SpectralNorms(norm_kwargs)
         edge = edge_kind(kinds)
         self.width = channels[0]
         self.project = sn(nn.Linear(z_dim, 4 * 4 * channels[0]), edge)
         nn.init.xavier_uniform_(self.project.weight)
         nn.init.zeros_(self.project.bias)
-        self.blocks = nn.Sequential(*(UpBlock(cin, cout, kind, norm_kwargs, sn) for cin, cout, kind
-                                      in zip(channels[:-1], channels[1:], kinds, strict=False)))
-        self.norm = norm_after(kinds[-1], channels[-1], norm_kwargs)
+        self.blocks = nn.Sequential(*(UpBlock(cin, cout, kind, norm_kwargs, sn, num_classes)
+                                      for cin, cout, kind in zip(channels[:-1], channels[1:],
+                                                                 kinds, strict=False)))
+        self.norm = norm_after(kinds[-1], channels[-1], norm_kwargs, num_classes)
         self.out = sn(_conv(channels[-1], 3, 3, 1.0), edge)
         sn.apply()
 
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.blocks(self.project(z).reshape(z.shape[0], self.width, 4, 4))
-        return torch.tanh(self.out(F.relu(self.norm(h))))
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        self.check_labels(y)
+        h = self.project(z).reshape(z.shape[0], self.width, 4, 4)
+        for block in self.blocks:
+            h = block(h, y)
+        return torch.tanh(self.out(F.relu(conditioned(self.norm, h, y))))
 
 
 class ResNetDiscriminator(nn.Module):
@@ -124,8 +137,9 @@ class ResNetDiscriminator(nn.Module):
     down-sample."""
 
     def __init__(self, channels: Sequence[int] = RESNET_WIDTHS[1], norm: NormSpec = "sn",
-                 norm_kwargs: NormKwargs | None = None) -> None:
+                 norm_kwargs: NormKwargs | None = None, num_classes: int = 0) -> None:
         super().__init__()
+        check_num_classes(num_classes)
         if len(channels) < 2:
             raise ValueError(f"the ResNet discriminator needs at least 2 widths, got "
                              f"{list(channels)}")
@@ -140,7 +154,12 @@ class ResNetDiscriminator(nn.Module):
         self.head = sn(nn.Linear(prev, 1), edge_kind(kinds))
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.projection = Projection(num_classes, prev, sn, edge_kind(kinds)) \
+            if num_classes else None
         sn.apply()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(F.relu(self.blocks(x)).sum((2, 3))).flatten()
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        check_projection(self.projection, y)
+        features = F.relu(self.blocks(x)).sum((2, 3))
+        out = self.head(features).flatten()
+        return out if self.projection is None else out + self.projection(features, y)

@@ -8,6 +8,8 @@ norm on all of them (``d_norm: sn``). Norm kinds: one per transposed convolution
 one per convolution in D (``bn``, ``mn``, ``sn`` or ``none``); the linear layers and G's
 output convolution take ``sn`` only when the whole network is ``sn``. Every layer has a
 bias (zero at first); weights start from N(0, 0.02), norm scales from N(1, 0.02).
+Class-conditional (``num_classes`` > 0): conditional norms in G, and a projection term
+on D's last features (summed over positions) beside its linear head.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from gan_mn.models.layers import (
+    ConditionalSequential,
     LatentGenerator,
     NormKwargs,
     NormSpec,
+    Projection,
     SpectralNorms,
+    check_conditional_kinds,
+    check_num_classes,
+    check_projection,
     edge_kind,
     norm_after,
     per_layer,
@@ -45,11 +52,13 @@ class SNGANGenerator(LatentGenerator):
     projection's width, then one per transposed convolution (each doubles the size)."""
 
     def __init__(self, z_dim: int = 128, channels: Sequence[int] = SNGAN_WIDTHS[0],
-                 norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None) -> None:
-        super().__init__(z_dim)
+                 norm: NormSpec = "bn", norm_kwargs: NormKwargs | None = None,
+                 num_classes: int = 0) -> None:
+        super().__init__(z_dim, num_classes)
         if len(channels) < 2:
             raise ValueError(f"the SNGAN generator needs at least 2 widths, got {list(channels)}")
         kinds = per_layer(norm, len(channels) - 1, "generator norm")
+        check_conditional_kinds(kinds, num_classes)
         sn = SpectralNorms(norm_kwargs)
         edge = edge_kind(kinds)
         self.width = channels[0]
@@ -57,14 +66,16 @@ class SNGANGenerator(LatentGenerator):
         layers: list[nn.Module] = []
         for prev, width, kind in zip(channels[:-1], channels[1:], kinds, strict=True):
             layers += [sn(nn.ConvTranspose2d(prev, width, 4, 2, 1), kind),
-                       norm_after(kind, width, norm_kwargs), nn.ReLU(inplace=True)]
+                       norm_after(kind, width, norm_kwargs, num_classes),
+                       nn.ReLU(inplace=True)]
         layers += [sn(nn.Conv2d(channels[-1], 3, 3, 1, 1), edge), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = ConditionalSequential(*layers)
         _init(self)
         sn.apply()
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(self.project(z).reshape(z.shape[0], self.width, 4, 4))
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        self.check_labels(y)
+        return self.net(self.project(z).reshape(z.shape[0], self.width, 4, 4), y)
 
 
 class SNGANDiscriminator(nn.Module):
@@ -73,8 +84,10 @@ class SNGANDiscriminator(nn.Module):
     a linear head."""
 
     def __init__(self, channels: Sequence[int] = SNGAN_WIDTHS[1], norm: NormSpec = "sn",
-                 norm_kwargs: NormKwargs | None = None, image_size: int = 32) -> None:
+                 norm_kwargs: NormKwargs | None = None, image_size: int = 32,
+                 num_classes: int = 0) -> None:
         super().__init__()
+        check_num_classes(num_classes)
         if len(channels) % 2 == 0:
             raise ValueError("the SNGAN discriminator alternates 3x3 and 4x4 convolutions "
                              f"and ends on a 3x3 one: give an odd number of widths, got "
@@ -93,7 +106,12 @@ class SNGANDiscriminator(nn.Module):
         side = image_size // 2 ** (len(channels) // 2)
         self.head = sn(nn.Linear(prev * side * side, 1), edge_kind(kinds))
         _init(self)
+        self.projection = Projection(num_classes, prev, sn, edge_kind(kinds)) \
+            if num_classes else None
         sn.apply()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.net(x).flatten(1)).flatten()
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        check_projection(self.projection, y)
+        features = self.net(x)
+        out = self.head(features.flatten(1)).flatten()
+        return out if self.projection is None else out + self.projection(features, y)

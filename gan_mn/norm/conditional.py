@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from gan_mn.norm.mixture import MixtureNorm2d
 
 
-class _ConditionalNorm2d(nn.Module):
+class ConditionalNorm2d(nn.Module):
     """``norm(x) * (1 + gamma[y]) + beta[y]``, with ``norm`` given by the subclass."""
 
     def __init__(self, norm: nn.Module, num_features: int, num_classes: int) -> None:
@@ -57,7 +57,7 @@ class _ConditionalNorm2d(nn.Module):
         return f"num_classes={self.num_classes}"
 
 
-class ConditionalMixtureNorm2d(_ConditionalNorm2d):
+class ConditionalMixtureNorm2d(ConditionalNorm2d):
     """MN over the batch (one mixture for every class), then a gain and a bias per class.
 
     ``mn_options`` go to :class:`MixtureNorm2d` (``eps``, ``momentum``, ``em_iters``,
@@ -77,7 +77,7 @@ class ConditionalMixtureNorm2d(_ConditionalNorm2d):
         return self.norm.num_components
 
 
-class ConditionalBatchNorm2d(_ConditionalNorm2d):
+class ConditionalBatchNorm2d(ConditionalNorm2d):
     """BatchNorm over the batch, then a gain and a bias per class (the baseline).
     ``MixtureNorm2d.convert_batchnorm`` turns it into a ``ConditionalMixtureNorm2d``."""
 
@@ -92,7 +92,7 @@ class ConditionalBatchNorm2d(_ConditionalNorm2d):
         embeddings are kept."""
         norm = convert(self.norm)
         out = ConditionalMixtureNorm2d.__new__(ConditionalMixtureNorm2d)
-        _ConditionalNorm2d.__init__(out, norm, self.num_features, self.num_classes)
+        ConditionalNorm2d.__init__(out, norm, self.num_features, self.num_classes)
         with torch.no_grad():
             out.embedding_gamma.weight.copy_(self.embedding_gamma.weight)
             out.embedding_beta.weight.copy_(self.embedding_beta.weight)

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from gan_mn.norm.conditional import ConditionalBatchNorm2d, ConditionalMixtureNorm2d
 from gan_mn.norm.mixture import MixtureNorm2d
 from gan_mn.norm.options import check_eps, check_flag, check_momentum
 
@@ -16,14 +17,17 @@ SN_OPTIONS = {"n_power_iterations": lambda v: isinstance(v, int) and not isinsta
               "eps": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
 
 
-def make_norm(kind: str, num_features: int, **kwargs: Any) -> nn.Module:
+def make_norm(kind: str, num_features: int, num_classes: int = 0, **kwargs: Any) -> nn.Module:
     """Build the norm layer that follows a layer: ``"bn"`` (``nn.BatchNorm2d``), ``"mn"``
     (:class:`MixtureNorm2d`) or nothing (``nn.Identity``) for ``"none"`` and ``"sn"``
     (spectral norm acts on the layer's weight instead; ``kwargs`` are its options,
     ``n_power_iterations`` and ``eps``, checked here).
 
     ``kwargs`` go to the layer's constructor (e.g. ``num_components=5`` for MN);
-    ``"none"`` accepts none. Errors are ``ValueError``s naming the bad argument.
+    ``"none"`` accepts none. With ``num_classes``, ``bn`` and ``mn`` are their
+    class-conditional forms (:mod:`gan_mn.norm.conditional`), whose class embeddings are
+    the affine part (no ``affine`` option). Errors are ``ValueError``s naming the bad
+    argument.
     """
     if kind not in NORM_KINDS:
         raise ValueError(f"norm kind must be one of {', '.join(NORM_KINDS)}; got {kind!r}")
@@ -41,12 +45,19 @@ def make_norm(kind: str, num_features: int, **kwargs: Any) -> nn.Module:
                                  f"{'a positive integer' if key != 'eps' else 'positive'}, "
                                  f"got {value!r}")
         return nn.Identity()
-    cls = nn.BatchNorm2d if kind == "bn" else MixtureNorm2d
+    cls: type[nn.Module] = nn.BatchNorm2d if kind == "bn" else MixtureNorm2d
     if kind == "bn":  # (nn.BatchNorm2d checks none of these itself)
         check_eps(kwargs.get("eps", 1e-5))
         check_momentum(kwargs.get("momentum", 0.1))
         for flag in ("affine", "track_running_stats"):
             check_flag(flag, kwargs.get(flag, True))
+    if num_classes:
+        refused = [k for k in ("affine", "track_running_stats") if k in kwargs]
+        if refused:
+            raise ValueError(f"conditional {kind}: its class embeddings are its gain and "
+                             f"bias; it takes no {refused[0]} option")
+        cls = ConditionalBatchNorm2d if kind == "bn" else ConditionalMixtureNorm2d
+        kwargs = {"num_classes": num_classes, **kwargs}
     try:
         return cls(num_features, **kwargs)
     except TypeError as err:  # an argument the layer does not have

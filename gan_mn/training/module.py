@@ -33,11 +33,12 @@ from gan_mn.training.step import GANUpdate, Step, generator_cycle
 
 def default_label(g_norm: str | Sequence[str], d_norm: str | Sequence[str],
                   norm_kwargs: dict[str, dict[str, Any]] | None = None,
-                  arch: str = "dcgan") -> str:
+                  arch: str = "dcgan", num_classes: int = 0) -> str:
     """Run label from the architecture and the norms: ``bn``, ``mn-g`` (MN in G only),
     ``mn-gd``, ``none``, or a spelled-out mix such as ``g-mn+bn_d-bn``; for SNGAN's
     families (spectral norm in D) the generator's norm after the family's name
-    (``sngan-bn``, ``resnet-mn-g``); then each norm option that differs from the layer's
+    (``sngan-bn``, ``resnet-mn-g``); a ``c`` before the norm for class-conditional
+    models (``cbn``, ``cmn-g``); then each norm option that differs from the layer's
     default, so that settings that differ get names that differ (``mn-g-k5``,
     ``mn-g-em3``, ``bn-momentum0.01``)."""
     g = {g_norm} if isinstance(g_norm, str) else set(g_norm)
@@ -51,7 +52,7 @@ def default_label(g_norm: str | Sequence[str], d_norm: str | Sequence[str],
         label = "mn-g"
     else:
         label = f"g-{'+'.join(sorted(g))}_d-{'+'.join(sorted(d))}"
-    prefix = "" if arch == "dcgan" else f"{arch}-"
+    prefix = ("" if arch == "dcgan" else f"{arch}-") + ("c" if num_classes else "")
     return prefix + label + "".join(f"-{part}" for part in norm_option_names(g | d, norm_kwargs))
 
 
@@ -107,6 +108,10 @@ class GAN(pl.LightningModule):
             eagerly on fixed buffers (it equals the plain step bit for bit). ``auto``
             (resolved by ``gan-mn fit``): capture where these allow, else run eagerly and
             say why in one line.
+        num_classes: 0 (unconditional) or the data's number of classes: a
+            class-conditional generator (conditional BN/MN) and a projection
+            discriminator, trained on the data's labels; the sample grid has one row per
+            class. Its steps run eagerly (no ``cuda_graph``).
     """
 
     def __init__(self, label: str | None = None,
@@ -118,7 +123,8 @@ class GAN(pl.LightningModule):
                  loss: LossKind = "ns", lr_g: float = 2e-4, lr_d: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), d_steps: int = 1,
                  sample_every_n_steps: int = 500, num_grid_samples: int = 64,
-                 image_size: int = 32, cuda_graph: bool | Literal["auto"] = False) -> None:
+                 image_size: int = 32, cuda_graph: bool | Literal["auto"] = False,
+                 num_classes: int = 0) -> None:
         super().__init__()
         if loss not in LOSS_KINDS:
             raise UserError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
@@ -133,21 +139,32 @@ class GAN(pl.LightningModule):
         if cuda_graph == "auto":
             raise UserError("cuda_graph 'auto' is resolved by gan-mn fit from the trainer's "
                             "settings; pass True or False to the module itself")
+        if cuda_graph and num_classes:
+            raise UserError("class-conditional models run eagerly: leave --model.cuda_graph "
+                            "off (or auto)")
         unknown = set(norm_kwargs or {}) - set(NORM_KINDS)
         if unknown:
             raise UserError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, "
                              f"got {sorted(unknown)}")
         self.save_hyperparameters()
-        self.label = label or default_label(g_norm, d_norm, norm_kwargs, arch)
+        self.label = label or default_label(g_norm, d_norm, norm_kwargs, arch, num_classes)
         try:  # check every option given, even for a kind no layer uses yet
             for kind, kwargs in (norm_kwargs or {}).items():
                 make_norm(kind, 4, **kwargs)
             self.generator, self.discriminator = build_models(
-                arch, z_dim, g_channels, d_channels, g_norm, d_norm, norm_kwargs, image_size)
+                arch, z_dim, g_channels, d_channels, g_norm, d_norm, norm_kwargs, image_size,
+                num_classes)
         except TypeError as err:  # an unknown option in norm_kwargs
             raise UserError(f"invalid norm_kwargs: {err}") from err
         except ValueError as err:  # a norm or model option out of range, as the user set it
             raise UserError(str(err)) from err
+        if num_classes:  # one row per class, as many columns as the grid's size allows
+            per_class = max(1, round(num_grid_samples / num_classes))
+            self.register_buffer("fixed_labels",
+                                 torch.arange(num_classes).repeat_interleave(per_class))
+            num_grid_samples = per_class * num_classes
+        else:
+            self.fixed_labels: Tensor | None = None
         self.register_buffer("fixed_noise", self.generator.sample_latent(num_grid_samples))
         self.automatic_optimization = False
         self._last_grid_step = -1
@@ -160,8 +177,8 @@ class GAN(pl.LightningModule):
         self._captured_d: Step | None = None  # captured: the batches of D's step alone
 
     @override
-    def forward(self, z: Tensor) -> Tensor:
-        return self.generator(z)
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.generator(z) if y is None else self.generator(z, y)
 
     @override
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -201,10 +218,13 @@ class GAN(pl.LightningModule):
                     self._update, self.hparams.d_steps, graphed=True)
         return self._update
 
-    def _step(self, batch: Tensor, batch_idx: int) -> None:
+    def _step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> None:
         h = self.hparams
         update = self._gan_update()
         opt_g = self.optimizers()[0]
+        if isinstance(batch, (tuple, list)):
+            self._conditional_step(update, *batch, batch_idx)
+            return
         z = self.generator.sample_latent(batch.shape[0], self.device)
         generator_step = self._batches_done(batch_idx) % h.d_steps == 0
         if not generator_step:  # a D step alone
@@ -223,6 +243,26 @@ class GAN(pl.LightningModule):
                 fake = self.generator(self.generator.sample_latent(batch.shape[0], self.device))
             loss_g = update.generator_backward(fake)
         opt_g.step()
+        self._after_step(loss_d, loss_g)
+
+    def _conditional_step(self, update: GANUpdate, real: Tensor, y_real: Tensor,
+                          batch_idx: int) -> None:
+        """The plain step for class-conditional models: the labels of the fake batches
+        are drawn uniformly after their noise, from the same seeded (and checkpointed)
+        generator."""
+        n = real.shape[0]
+        z = self.generator.sample_latent(n, self.device)
+        y_fake = self.generator.sample_labels(n, self.device)
+        loss_d, fake = update.discriminator_step(real, z, y_real, y_fake)
+        if self._batches_done(batch_idx) % self.hparams.d_steps:  # a D step alone
+            self._after_step(loss_d)
+            return
+        if self.hparams.d_steps > 1:  # a fresh fake batch: D has moved since
+            z = self.generator.sample_latent(n, self.device)
+            y_fake = self.generator.sample_labels(n, self.device)
+            fake = self.generator(z, y_fake)
+        loss_g = update.generator_backward(fake, y_fake)
+        self.optimizers()[0].step()
         self._after_step(loss_d, loss_g)
 
     def _after_step(self, loss_d: Tensor, loss_g: Tensor | None = None) -> None:
@@ -322,10 +362,12 @@ class GAN(pl.LightningModule):
     def save_sample_grid(self, step: int) -> Path:
         """Fixed-noise grid in eval mode (running norm statistics) as
         ``<run dir>/samples/step_XXXXXXX.png``, also sent to the loggers."""
+        labels = () if self.fixed_labels is None else (self.fixed_labels,)
         with sampling(self.sampling_generator()) as generator:
-            images = generator(self.fixed_noise)
+            images = generator(self.fixed_noise, *labels)
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        path = save_png(grid_image(images), root / "samples" / f"step_{step:07d}.png")
+        per_row = len(images) // self.hparams.num_classes if labels else None
+        path = save_png(grid_image(images, per_row), root / "samples" / f"step_{step:07d}.png")
         log_image(self.loggers, "samples/fixed_noise", path, step)
         return path
 

@@ -53,12 +53,14 @@ class GANUpdate:
     step_d: Callable[[], Any] | None = None
     freeze_d: Callable[[], Any] | None = None
 
-    def discriminator_step(self, real: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    def discriminator_step(self, real: Tensor, z: Tensor, y_real: Tensor | None = None,
+                           y_fake: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """D's loss on ``real`` and ``G(z)``, its backward and D's optimiser step; returns
-        the loss and the fake batch (for the generator's step)."""
-        fake = self.generator(z)
-        loss_d = discriminator_loss(self.loss, self.discriminator(real),
-                                    self.discriminator(fake.detach()))
+        the loss and the fake batch (for the generator's step). Class-conditional models
+        get the real images' labels ``y_real`` and the fake ones' ``y_fake``."""
+        fake = _call(self.generator, z, y_fake)
+        loss_d = discriminator_loss(self.loss, _call(self.discriminator, real, y_real),
+                                    _call(self.discriminator, fake.detach(), y_fake))
         self.opt_d.zero_grad(set_to_none=True)
         self.backward(loss_d)
         if self.step_d is None:
@@ -67,12 +69,12 @@ class GANUpdate:
             self.step_d()
         return loss_d, fake
 
-    def generator_backward(self, fake: Tensor) -> Tensor:
-        """G's loss on ``fake`` (through D, whose weights take no gradient) and its
-        backward, ready for G's optimiser step."""
+    def generator_backward(self, fake: Tensor, y_fake: Tensor | None = None) -> Tensor:
+        """G's loss on ``fake`` (of classes ``y_fake`` if conditional; through D, whose
+        weights take no gradient) and its backward, ready for G's optimiser step."""
         freeze = self.freeze_d or (lambda: frozen(self.discriminator))
         with freeze():
-            loss_g = generator_loss(self.loss, self.discriminator(fake))
+            loss_g = generator_loss(self.loss, _call(self.discriminator, fake, y_fake))
             self.opt_g.zero_grad(set_to_none=True)
             self.backward(loss_g)
         return loss_g
@@ -92,6 +94,11 @@ class GANUpdate:
         (D has moved since ``G(z)``), as with several D steps per G step."""
         loss_d, _ = self.discriminator_step(real, z)
         return loss_d, self.generator_backward(self.generator(z_g))
+
+
+def _call(model: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+    """An unconditional model on ``x``, a class-conditional one on ``x`` and ``y``."""
+    return model(x) if y is None else model(x, y)
 
 
 class CapturedStep:
