@@ -79,8 +79,8 @@ def test_the_study_groups_are_named_as_their_settings_label_them() -> None:
     defaults = {n: p.default for n, p in signature(GAN).parameters.items()}
     for group, (config, options) in GROUPS.items():
         model = {**defaults, **(yaml.safe_load((CONFIGS / config).read_text()).get("model") or {})}
-        if options:
-            model["norm_kwargs"] = yaml.safe_load(options[options.index(
-                "--model.norm_kwargs") + 1])
+        given = dict(zip(options[::2], options[1::2], strict=True))
+        for key, value in given.items():
+            model[key.removeprefix("--model.")] = yaml.safe_load(value)
         assert default_label(model["g_norm"], model["d_norm"], model["norm_kwargs"],
-                             model["arch"]) == group
+                             model["arch"], model["num_classes"]) == group

@@ -96,6 +96,10 @@ def sample_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", help="one grid image (.png, .jpg or .webp, by its name)")
     out.add_argument("--out-dir", help="a new folder of individual PNGs (for other FID tools)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
+                   help="class-conditional checkpoints: images of class K only (default: "
+                        "a class-balanced sample; a --out grid of a multiple of K images then has "
+                        "one row per class)")
     p.add_argument("--norm-mode", choices=("running", "batch"), default="running")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--device", default="cpu")
@@ -119,6 +123,16 @@ def check_device(device: str | None) -> None:
     if kind == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available on this machine; "
                         "use --device cpu")
+
+
+def class_grid_order(num: int, classes: int) -> list[int]:
+    """Images ``0 .. num-1`` of a class-balanced sample (image ``i`` of class
+    ``i % classes``) reordered class by class: one grid row per class."""
+    return sorted(range(num), key=lambda i: (i % classes, i))
+
+
+def _per_row(num: int, classes: int | None) -> int | None:
+    return num // classes if classes else None
 
 
 def sample_main(argv: list[str]) -> int:
@@ -150,10 +164,23 @@ def sample_main(argv: list[str]) -> int:
     from gan_mn.training import load_run
 
     run = load_run(a.checkpoint)
+    classes = run.gan.generator.num_classes
+    if a.class_index is not None and not 0 <= a.class_index < classes:
+        raise UserError(f"--class {a.class_index}: the checkpoint's generator has classes "
+                        f"0-{classes - 1}" if classes else
+                        f"--class {a.class_index}: the checkpoint's generator is "
+                        "unconditional (it was trained without --model.num_classes)")
     batches = generate_batches(run.gan.generator.to(a.device), a.num, a.seed, a.norm_mode,
-                               a.batch_size)
+                               a.batch_size, a.class_index)
     if a.out:
-        print(save_png(grid_image(torch.cat(list(batches))), a.out))
+        # class-balanced (image i of class i % K): with --num a multiple of K, one grid
+        # row per class
+        by_class = classes if classes and a.class_index is None and a.num % classes == 0 \
+            else None
+        images = torch.cat(list(batches))
+        if by_class:
+            images = images[class_grid_order(len(images), by_class)]
+        print(save_png(grid_image(images, _per_row(len(images), by_class)), a.out))
         return 0
     target = Path(a.out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)

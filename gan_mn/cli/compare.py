@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gan_mn.cli.args import ArgumentParser
 from gan_mn.report.analysis import build_report
+from gan_mn.report.metrics import report_metric
 from gan_mn.report.render import write_report
 from gan_mn.run_log import ReportError, RunLog, read_run
 
@@ -21,7 +22,10 @@ def compare_main(argv: list[str]) -> int:
     p.add_argument("--reference", default=None,
                    help="baseline label (default: bn, else the first label; compare says "
                         "which)")
-    p.add_argument("--fid-key", default=None, help="FID column when runs log several")
+    p.add_argument("--metric", "--fid-key", dest="metric", default=None, metavar="KEY",
+                   help="the column the report is built on: a FID when runs log several, "
+                        "or intra-class FID (ifid...), KID (kid...), class accuracy "
+                        "(cacc..., read as class error, 1 - accuracy); default: the FID")
     p.add_argument("--isc-key", default=None, help="IS column when runs log several")
     p.add_argument("--thresholds", type=int, default=8,
                    help="FID levels for the speed-up curve (default 8)")
@@ -50,8 +54,11 @@ def compare_main(argv: list[str]) -> int:
     for run, whole in zip(runs, logged, strict=True):
         if not any(key.startswith("fid") for key in run.columns):
             raise ReportError(f"{run.path}: " + _why_no_fid(whole, a.max_step))
-    report = build_report(runs, a.reference, a.fid_key, a.isc_key,
-                          a.thresholds, _cost_ratios(a.cost, a.cost_ratio))
+    metric, name = a.metric, "FID"
+    if metric is not None:
+        runs, metric, name = report_metric(runs, metric)
+    report = build_report(runs, a.reference, metric, a.isc_key,
+                          a.thresholds, _cost_ratios(a.cost, a.cost_ratio), name)
     reference = report.summary["reference"]
     if a.reference is None and reference != "bn":
         print(f"gan-mn compare: no `bn` runs, so `{reference}` is the reference (choose one "

@@ -78,9 +78,10 @@ def generate_batches(generator: nn.Module, num: int, seed: int, norm_mode: str =
     with sampling(generator, norm_mode) as model:
         for i in range(0, num, batch_size):
             z = torch.randn(min(batch_size, num - i), generator.z_dim, generator=noise)
-            labels = () if not classes else (
-                balanced_labels(i, i + len(z), classes) if class_index is None
-                else torch.full((len(z),), class_index)).to(device),
+            labels = []
+            if classes:
+                labels.append((balanced_labels(i, i + len(z), classes) if class_index is None
+                               else torch.full((len(z),), class_index)).to(device))
             yield to_uint8(model(z.to(device), *labels)).cpu()
 
 

@@ -38,6 +38,7 @@ class Report:
     isc_key: str | None
     summary: dict[str, Any]
     runs: dict[str, list[RunLog]]
+    metric_name: str = "FID"  # what fid_key measures, in the report's words
 
 
 def _pick(runs: list[RunLog], prefix: str, wanted: str | None, required: bool) -> str | None:
@@ -55,8 +56,9 @@ def _pick(runs: list[RunLog], prefix: str, wanted: str | None, required: bool) -
     if not keys:
         raise ReportError(f"no {prefix.upper()} column common to every run: were the runs "
                           "trained with --metrics.every_n_steps > 0?")
+    flag = "--metric" if prefix == "fid" else f"--{prefix}-key"
     raise ReportError(f"several {prefix.upper()} columns ({', '.join(keys)}): choose one "
-                      f"with --{prefix}-key")
+                      f"with {flag}")
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
@@ -117,11 +119,13 @@ def _check_same_end(runs: list[RunLog], fid: str) -> None:
 
 def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str | None = None,
                  isc_key: str | None = None, num_thresholds: int = 8,
-                 cost_ratios: dict[str, float] | None = None) -> Report:
+                 cost_ratios: dict[str, float] | None = None, metric_name: str = "FID"
+                 ) -> Report:
     """Group ``runs`` by label and measure each group against the ``reference`` label:
     the paper-style figure (steps to the reference's best) and the speed-up at every
     FID level (:mod:`gan_mn.report.speedup`), in steps and, given ``cost_ratios`` per
-    label, in compute."""
+    label, in compute. ``fid_key`` may name another lower-is-better metric
+    (:mod:`gan_mn.report.metrics`), called ``metric_name`` in the report."""
     if not runs:
         raise ReportError("no runs given")
     groups: dict[str, list[RunLog]] = {}
@@ -191,10 +195,12 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
             entry[f"acceleration_{unit}"] = None if speedup is None else 1.0 - 1.0 / speedup
     summary = {"reference": reference, "reference_fid": target, "fid_key": fid,
                "isc_key": isc, "groups": out, "lead": lead_analysis(groups, reference, fid)}
+    if metric_name != "FID":  # (reports by FID keep their keys as they were)
+        summary["metric_name"] = metric_name
     inside = diagnostics(groups)
     if inside:  # runs that logged MN's diagnostics (gan-mn fit does by default)
         summary["diagnostics"] = inside
-    return Report(fid, isc, summary, groups)
+    return Report(fid, isc, summary, groups, metric_name)
 
 
 def mean_curve(members: list[RunLog], key: str) -> dict[str, np.ndarray]:

@@ -83,8 +83,8 @@ def _plot_speedup(report: Report, ax: Any) -> None:
     if max(thresholds) > min(thresholds):  # (one evaluated step: a single FID level)
         ax.set_xlim(max(thresholds), min(thresholds))
     ax.set_ylim(bottom=0)
-    ax.set_xlabel(f"FID target X ({s['fid_key']}; harder to the right)")
-    ax.set_ylabel(f"speed-up in steps to FID <= X (vs {s['reference']})")
+    ax.set_xlabel(f"{report.metric_name} target X ({s['fid_key']}; harder to the right)")
+    ax.set_ylabel(f"speed-up in steps to {report.metric_name} <= X (vs {s['reference']})")
 
 
 def plot_lead(report: Report, path: Path) -> None:
@@ -107,7 +107,7 @@ def _plot_lead(report: Report, ax: Any) -> None:
             low, high = (np.array(lead[k], dtype=float) for k in ("ci_low", "ci_high"))
             ax.fill_between(lead["steps"], low, high, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("generator step")
-    ax.set_ylabel(f"FID gap to {s['reference']} (below 0: ahead)")
+    ax.set_ylabel(f"{report.metric_name} gap to {s['reference']} (below 0: ahead)")
 
 
 def plot_diagnostics(report: Report, path: Path) -> None:
@@ -128,7 +128,7 @@ def plot_diagnostics(report: Report, path: Path) -> None:
                     ax.fill_between(diag["steps"], mean - std, mean + std,
                                     color=line.get_color(), alpha=0.2)
         axes[0].axhline(0.0, color="grey", ls="--", lw=1)
-        axes[0].set_ylabel(f"FID gap to {s['reference']}")
+        axes[0].set_ylabel(f"{report.metric_name} gap to {s['reference']}")
         axes[1].set_ylabel("effective components")
         axes[2].set_ylabel("posterior entropy / log K")
         axes[2].set_xlabel("generator step")

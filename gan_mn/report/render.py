@@ -286,5 +286,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
     text = json.dumps(_relative_runs(report.summary, out), indent=2, allow_nan=False) + "\n"
     atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     md = markdown(report)
+    if report.metric_name != "FID":  # the report measured by another metric: its words
+        md = md.replace("FID", report.metric_name)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(md))
     return [*written, out / "report.json", out / "report.md"]

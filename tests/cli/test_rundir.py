@@ -266,12 +266,12 @@ def test_what_a_captured_step_cannot_do_is_refused(
 SLOW_LOAD = """
 import sys, time
 import gan_mn.data.datamodule as datamodule
-load = datamodule.load_image_folder
+load = datamodule.load_image_folder_labelled
 def slow(*args, **kwargs):
     print("loading", flush=True)
     time.sleep(2)
     return load(*args, **kwargs)
-datamodule.load_image_folder = slow
+datamodule.load_image_folder_labelled = slow
 from gan_mn.cli import main
 sys.exit(main(sys.argv[1:]))
 """

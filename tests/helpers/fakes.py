@@ -28,7 +28,7 @@ def write_cifar10(root: Path, per_batch: int = 40) -> Path:
     for i, name in enumerate(names):
         images = smooth_images(per_batch, seed=i).transpose(0, 3, 1, 2).reshape(per_batch, -1)
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": images, "labels": [0] * per_batch}, f)
+            pickle.dump({"data": images, "labels": [j % 10 for j in range(per_batch)]}, f)
     return root
 
 
@@ -41,4 +41,15 @@ def write_image_folder(root: Path, n: int = 48, size: int = 40) -> Path:
         if i % 4 == 0:
             img = img.resize((size + 8, size))  # a wide one: centre-cropped
         img.save(sub / f"img{i:03d}.{'jpg' if i % 5 == 0 else 'png'}")
+    return root
+
+
+def write_class_folder(root: Path, names: tuple[str, ...], per_class: int = 8) -> Path:
+    """``per_class`` PNG images in one subfolder per class name (torchvision's
+    ``ImageFolder`` layout)."""
+    images = smooth_images(per_class * len(names), seed=3)
+    for i, image in enumerate(images):
+        sub = root / names[i % len(names)]
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(sub / f"img{i:03d}.png")
     return root

@@ -280,7 +280,7 @@ def test_metric_columns_chosen_by_flag(tmp_path: Path) -> None:
             line + (",5,3" if line.startswith(",") else ",,") for line in text[1:]]
         (run / "metrics.csv").write_text("\n".join(rows) + "\n")
         runs.append(read_run(run))
-    with pytest.raises(ValueError, match=r"several FID columns .*--fid-key"):
+    with pytest.raises(ValueError, match=r"several FID columns .*--metric"):
         build_report(runs)
     report = build_report(runs, fid_key="fid2k_other", isc_key="isc2k_other").summary
     assert report["fid_key"] == "fid2k_other" and report["isc_key"] == "isc2k_other"
@@ -360,3 +360,37 @@ def test_rows_logged_the_old_way_with_several_d_steps(tmp_path: Path) -> None:
     run = read_run(old)
     assert run.train_seconds[0].tolist() == [200] and run.train_seconds[1].tolist() == [80.0]
     assert steps_done({"epoch": "", "step": "200"}, d_steps=2) == 200
+
+
+def test_class_accuracy_is_compared_as_class_error(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``--metric cacc...``: the report is built on the class error (1 - accuracy), lower
+    is better as for FID, and says so in its words; intra-class FID is read as it is;
+    IS is refused (neither a distance nor an error)."""
+    runs = []
+    for label, accuracy in (("cbn", (0.2, 0.4)), ("cmn-g-k5", (0.3, 0.6))):
+        for seed in (0, 1):
+            run = write_run(tmp_path / "runs", label, seed, {100: 40, 200: 30})
+            text = (run / "metrics.csv").read_text().splitlines()
+            values = iter(accuracy)
+            rows = [text[0] + ",cacc2k_cifar10-proxy,ifid2k_train"] + [
+                line + (f",{next(values) + seed / 100},{50 - seed}" if line.startswith(",")
+                        else ",,") for line in text[1:]]
+            (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+            runs.append(str(run))
+    out = tmp_path / "class"
+    assert main(["compare", *runs, "--out", str(out), "--reference", "cbn", "--metric",
+                 "cacc2k_cifar10-proxy"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["metric_name"] == "class error" and report["fid_key"] == "cerr2k_cifar10-proxy"
+    assert report["groups"]["cmn-g-k5"]["best_fid"]["mean"] == pytest.approx(1 - 0.605)
+    text = (out / "report.md").read_text()
+    assert "best class error" in text and "FID" not in text
+    assert main(["compare", *runs, "--out", str(tmp_path / "ifid"), "--reference", "cbn",
+                 "--metric", "ifid2k_train"]) == 0
+    assert "intra-class FID" in (tmp_path / "ifid" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["compare", *runs, "--out", str(tmp_path / "isc"), "--metric", "isc2k"]) == 2
+    assert "--metric isc2k: the report needs a distance or an error" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "isc").exists()
