@@ -18,7 +18,12 @@ def compare_main(argv: list[str]) -> int:
     p = ArgumentParser(prog="gan-mn compare", description="The convergence report (plots, "
                        "report.json, report.md) of gan-mn fit run directories.")
     p.add_argument("runs", nargs="+", help="run directories (metrics.csv + config.yaml)")
-    p.add_argument("--out", required=True, help="directory for the plots and report")
+    p.add_argument("--out", default=None, help="directory for the plots and report "
+                   "(required unless --plan)")
+    p.add_argument("--plan", action="store_true",
+                   help="print how many seeds per group would detect a lead of 1 and 2 FID "
+                        "and the observed gap with 80%% power, from these runs' spread; "
+                        "writes nothing")
     p.add_argument("--reference", default=None,
                    help="baseline label (default: bn, else the first label; compare says "
                         "which)")
@@ -38,7 +43,9 @@ def compare_main(argv: list[str]) -> int:
                    help="compare the runs as if they had stopped at STEP (runs of unequal "
                         "length, a study in progress)")
     a = p.parse_args(argv)
-    out = Path(a.out)
+    if a.out is None and not a.plan:
+        raise ReportError("--out is required (the report's folder), unless --plan")
+    out = Path(a.out or ".")
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out}: exists and is not a directory")
     if a.max_step is not None and a.max_step < 1:
@@ -57,6 +64,8 @@ def compare_main(argv: list[str]) -> int:
     metric, name = a.metric, "FID"
     if metric is not None:
         runs, metric, name = report_metric(runs, metric)
+    if a.plan:
+        return _plan(runs, a.reference, metric)
     report = build_report(runs, a.reference, metric, a.isc_key,
                           a.thresholds, _cost_ratios(a.cost, a.cost_ratio), name)
     reference = report.summary["reference"]
@@ -70,6 +79,17 @@ def compare_main(argv: list[str]) -> int:
         raise ReportError(f"--out {out}: cannot write there")
     for path in write_report(report, out):
         print(path)
+    return 0
+
+
+def _plan(runs: list[RunLog], reference: str | None, metric: str | None) -> int:
+    """``--plan``: the seeds each comparison needs, printed (the report's grouping and
+    checks first)."""
+    from gan_mn.report.plan import plan_text, seed_plan
+
+    report = build_report(runs, reference, metric)
+    ref, key = report.summary["reference"], report.fid_key
+    print(plan_text(seed_plan(report.runs, ref, key), ref, key))
     return 0
 
 

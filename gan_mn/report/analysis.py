@@ -27,6 +27,7 @@ import numpy as np
 from gan_mn.report.lead import lead_analysis
 from gan_mn.report.mixture_section import diagnostics
 from gan_mn.report.speedup import first_at_or_below, seed_curves, speedup_analysis
+from gan_mn.report.stats import family
 from gan_mn.run_log import ReportError, RunLog
 
 
@@ -193,14 +194,28 @@ def build_report(runs: list[RunLog], reference: str | None = None, fid_key: str 
                              entry[f"{unit}_to_reach_reference"]["mean_curve"])
             entry[f"speedup_{unit}"] = speedup
             entry[f"acceleration_{unit}"] = None if speedup is None else 1.0 - 1.0 / speedup
+    lead = lead_analysis(groups, reference, fid)
+    summary_family([g["auc_vs_reference"] for g in out.values()]
+                   + [lead[k][part] for k in sorted(lead) for part in ("late_gap", "best_gap")])
     summary = {"reference": reference, "reference_fid": target, "fid_key": fid,
-               "isc_key": isc, "groups": out, "lead": lead_analysis(groups, reference, fid)}
+               "isc_key": isc, "groups": out, "lead": lead}
     if metric_name != "FID":  # (reports by FID keep their keys as they were)
         summary["metric_name"] = metric_name
     inside = diagnostics(groups)
     if inside:  # runs that logged MN's diagnostics (gan-mn fit does by default)
         summary["diagnostics"] = inside
     return Report(fid, isc, summary, groups, metric_name)
+
+
+def summary_family(tests: list[dict[str, Any] | None]) -> None:
+    """The report's tests of mean FID over steps, late and best FID as one family: each
+    gets ``finding`` (Benjamini-Hochberg, 5%) and ``robust`` (Holm too), in place."""
+    tested = [t for t in tests if t is not None and t["p"] is not None]
+    if not tested:
+        return
+    flagged, robust = family(np.array([t["p"] for t in tested]))
+    for t, f, r in zip(tested, flagged.tolist(), robust.tolist(), strict=True):
+        t.update(finding=bool(f), robust=bool(r), family=len(tested))
 
 
 def mean_curve(members: list[RunLog], key: str) -> dict[str, np.ndarray]:

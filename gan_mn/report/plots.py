@@ -88,16 +88,15 @@ def _plot_speedup(report: Report, ax: Any) -> None:
 
 
 def plot_lead(report: Report, path: Path) -> None:
-    """FID gap (group minus reference, seed-mean curves) against step, with its Welch band
-    at the comparison's false-coverage-rate level, and 0 marked: below 0 the group is
-    ahead."""
+    """FID gap (group minus reference, seed-mean curves) against step, with its 95% Welch
+    band, and 0 marked: below 0 the group is ahead."""
     with _figure(path, legend_size=8) as ax:
         _plot_lead(report, ax)
 
 
 def _plot_lead(report: Report, ax: Any) -> None:
     s = report.summary
-    ax.axhline(0.0, color="grey", ls="--", lw=1, label=f"0: level with {s['reference']}")
+    ax.axhline(0.0, color="grey", ls="--", lw=1, label=f"0: no gap to {s['reference']}")
     for label, lead in sorted(s["lead"].items()):
         seeds = f"n={len(s['groups'][label]['seeds'])} seeds"
         band = "" if lead["confidence"] is None else f", {lead['confidence']:.1%} band"

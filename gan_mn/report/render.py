@@ -11,7 +11,15 @@ import numpy as np
 
 from gan_mn.files import atomic_write
 from gan_mn.report.analysis import Report, mean_curve
-from gan_mn.report.lead import NO_INTERVAL, ci, lead_sentence, p_text, unclassed
+from gan_mn.report.lead import (
+    NO_INTERVAL,
+    ci,
+    finding,
+    lead_sentence,
+    p_text,
+    unclassed,
+    window_text,
+)
 from gan_mn.report.mixture_section import sentence as diagnostics_sentence
 from gan_mn.report.plots import plot, plot_diagnostics, plot_lead, plot_speedup
 from gan_mn.report.stats import METHODS
@@ -37,32 +45,41 @@ def _lead(report: Report) -> list[str]:
     ref = s["reference"]
     if not s["lead"]:
         return []
+    tests = sum(sum(c != NO_INTERVAL for c in lead["classes"]) for lead in s["lead"].values())
     lines = [f"## Where the lead over `{ref}` ends", "",
              "FID gap = the group's seed-mean FID minus the reference's at each step both "
-             "evaluated. Ahead / behind: Welch's test flags the step with a false discovery "
-             "rate of 5% over the group's steps (Benjamini-Hochberg), so that with no true "
-             "difference at most 1 study in 20 shows any window; level: not flagged. The "
-             "gap's interval (in report.json and the plot) is Welch's at the matching "
-             "false-coverage-rate level, so it excludes 0 exactly at the flagged steps." + (
+             "evaluated. Ahead / behind: the step's Welch test is a finding of the "
+             f"report's family of {tests or 'no'} per-step tests (every step of every group "
+             "against "
+             f"`{ref}`) at a false discovery rate of 5% (Benjamini-Hochberg), so that with "
+             "no true difference at most 1 report in 20 shows any window; robust: Holm's "
+             "family-wise correction flags it too; fragile: only the false discovery rate "
+             "does. No difference shown: not a finding, which is not a tie: the gap's 95% "
+             "interval (in report.json and the plot) says how large a lead it leaves open, "
+             "and the design's 80%-power lead what these seeds could detect." + (
                  " No interval: a group has one seed, so no step is classed." if any(
                      unclassed(lead) for lead in s["lead"].values()) else "") + (
-                 " No interval at a step: neither group's seeds vary there, so Welch's test "
-                 "is undefined and the step is not classed." if any(
+                 " No interval at a step: neither group's seeds vary there, so there is no "
+                 "test and the step is not classed." if any(
                      not unclassed(lead) and NO_INTERVAL in lead["classes"]
                      for lead in s["lead"].values()) else ""),
              "",
-             "| group | windows | last step ahead | never ahead after | late FID [95%] | "
-             f"`{ref}` late | late: Welch p | best FID [95%] | `{ref}` best | best: Welch p |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| group | windows | lead not excluded (no difference shown) | 80%-power lead | "
+             f"last step ahead | never ahead after | late FID [95%] | `{ref}` late | late: p | "
+             f"best FID [95%] | `{ref}` best | best: p |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, lead in sorted(s["lead"].items()):
-        windows = "; ".join(f"{w['class']} {w['from']:.0f}" + (
-            "" if w["from"] == w["to"] else f"-{w['to']:.0f}") for w in lead["windows"])
+        windows = "; ".join(window_text(w) for w in lead["windows"])
+        open_lead = "n/a" if lead["not_excluded"] is None else f"{lead['not_excluded']:.2f}"
+        d = lead.get("detectable")
+        power = "n/a" if not d or d["fid"] is None else \
+            f"{d['fid']:.2f} ({d['seed_sds']:.1f} seed sds)"
         late = ["n/a" if q["value"] is None else ci(q)
                 for q in (lead["late"], lead["reference_late"])]
         best = [ci(q) for q in (lead["best"], lead["reference_best"])]
         after = lead["never_ahead_after"]
         last = "n/a" if unclassed(lead) else _num(lead["last_ahead"], 0)
-        lines.append(f"| {label} | {windows} | {last} | "
+        lines.append(f"| {label} | {windows} | {open_lead} | {power} | {last} | "
                      f"{'n/a' if after is None else f'{after:.0f}'} | {' | '.join(late)} | "
                      f"{_pval(lead['late_gap'])} | {' | '.join(best)} | "
                      f"{_pval(lead['best_gap'])} |")
@@ -74,9 +91,28 @@ def _lead(report: Report) -> list[str]:
     return lines
 
 
+def verdict(gap: dict[str, Any] | None) -> str:
+    """A difference in words: ahead or behind (robust, fragile) when it is a finding of
+    its family, else what no difference shown leaves open."""
+    if gap is None or gap["p"] is None:
+        return "" if gap is None else "no test (a group with one seed)"
+    if gap.get("finding"):
+        side = "ahead" if gap["gap"] < 0 else "behind"
+        return f"{side} ({'robust' if gap.get('robust') else 'fragile'})"
+    lead = 0.0 if gap["ci_low"] is None else max(0.0, -gap["ci_low"])
+    d = gap["detectable"]
+    return (f"no difference shown (a lead of up to {lead:.2f} cannot be excluded; 80% "
+            f"power at {d['fid']:.2f}, {d['seed_sds']:.1f} seed sds)")
+
+
 def _pval(gap: dict[str, Any] | None) -> str:
-    """A Welch p value for a table cell; ``n/a`` where there is no test (one seed)."""
-    return "n/a" if gap is None or gap["p"] is None else p_text(gap["p"])
+    """A Welch p value for a table cell, with whether it is a finding of its family
+    (robust, fragile); ``n/a`` where there is no test (one seed)."""
+    if gap is None or gap["p"] is None:
+        return "n/a"
+    mark = {"a robust finding": ", robust", "a fragile finding": ", fragile"}.get(
+        finding(gap), "")
+    return p_text(gap["p"]) + mark
 
 
 def _ci(value: float | None, low: float | None, high: float | None,
@@ -134,18 +170,20 @@ def _levels(report: Report) -> list[str]:
     lo, hi = s["groups"][ref]["auc"]["steps"]
     lines += ["", f"Mean FID over steps {lo:.0f}-{hi:.0f} (area under the curve / steps; "
               "lower is better) with Student's t 95% interval over seeds, and its difference "
-              f"from `{ref}` with Welch's 95% interval and p value:", "",
-              f"| group | mean FID over steps | per seed | minus `{ref}` [95%] | Welch p |",
-              "|---|---|---|---|---|"]
+              f"from `{ref}` with Welch's 95% interval and p value "
+              "(robust or fragile when it is a finding of the report's family of tests of "
+              "mean, late and best FID):", "",
+              f"| group | mean FID over steps | per seed | minus `{ref}` [95%] | p | verdict |",
+              "|---|---|---|---|---|---|"]
     for k in [ref, *others]:
         a = s["groups"][k]["auc"]
         if a["value"] is None:
-            lines.append(f"| `{k}` | n/a | | | |")
+            lines.append(f"| `{k}` | n/a | | | | |")
             continue
         d = s["groups"][k]["auc_vs_reference"]
         diff = "" if d is None else ci({**d, "value": d["gap"]})
         lines.append(f"| `{k}` | {ci(a)} | " + ", ".join(f"{v:.2f}" for v in a["per_seed"])
-                     + f" | {diff} | {'' if d is None else _pval(d)} |")
+                     + f" | {diff} | {'' if d is None else _pval(d)} | {verdict(d)} |")
     lines += [""]
     for k in others:
         v = s["groups"][k]["speedup_vs_fid"]
@@ -160,6 +198,37 @@ def _levels(report: Report) -> list[str]:
                      f"at {faster}, slower (whole interval below 1) at {slower}, not "
                      f"distinguishable at {n - faster - slower}.")
     return lines
+
+
+def _headline(s: dict[str, Any], label: str) -> str:
+    """The speed-up in steps to the reference's best FID with its bootstrap interval (the
+    first FID level of the speed-up table is that best)."""
+    if label == s["reference"]:
+        return "1.00x"
+    v = s["groups"][label]["speedup_vs_fid"]
+    single = min(len(s["groups"][label]["seeds"]),
+                 len(s["groups"][s["reference"]]["seeds"])) < 2
+    return _ci(v["speedup"][0], v["ci_low"][0], v["ci_high"][0], single)
+
+
+def _headline_sentence(s: dict[str, Any], label: str) -> str:
+    """Whether a group reaches the reference's best FID in fewer steps: a claim only
+    where the speed-up's whole interval is above (or below) 1."""
+    ref = s["reference"]
+    g = s["groups"][label]
+    v = g["speedup_vs_fid"]
+    if g["speedup_steps"] is None:
+        return (f"`{label}`: its seed-mean FID never reached `{ref}`'s best, so no speed-up "
+                "to that level is claimed.")
+    low, high = v["ci_low"][0], v["ci_high"][0]
+    if low is not None and low > 1:
+        return (f"`{label}` reaches `{ref}`'s best FID in {g['acceleration_steps']:.0%} "
+                f"fewer steps than `{ref}` (speed-up {_headline(s, label)}).")
+    if high is not None and high < 1:
+        return (f"`{label}` needs {abs(g['acceleration_steps']):.0%} more steps than "
+                f"`{ref}` to reach its best FID (speed-up {_headline(s, label)}).")
+    return (f"`{label}`: not distinguishable from `{ref}` in steps to `{ref}`'s best FID "
+            f"(speed-up {_headline(s, label)}).")
 
 
 def _fmt(stats: dict[str, Any], digits: int = 2) -> str:
@@ -191,9 +260,8 @@ def markdown(report: Report) -> str:
         f"curve = {s['reference_fid']:.2f}.",
         "",
         "| group | seeds | steps | best FID (mean ± std) | best IS | steps to reach ref. FID "
-        "(mean curve; per seed) | minutes to reach (mean curve) | speed-up (steps) "
-        "| speed-up (time) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(mean curve; per seed) | minutes to reach (mean curve) | speed-up (steps) [95%] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label in sorted(s["groups"], key=lambda k: (k != ref, k)):
         g = s["groups"][label]
@@ -201,25 +269,15 @@ def markdown(report: Report) -> str:
         per_seed = ", ".join("never" if v is None else f"{v:.0f}" for v in reach["per_seed"])
         steps = f"{_num(reach['mean_curve'], 0)}; {per_seed}"
         minutes = g["seconds_to_reach_reference"]["mean_curve"]
-        speed = [f"{g[k]:.2f}x" if g[k] is not None else "n/a"
-                 for k in ("speedup_steps", "speedup_seconds")]
         lines.append(
             f"| {label} | {len(g['seeds'])} | {max(g['last_step'])} | {_fmt(g['best_fid'])} "
             f"| {_fmt(g['best_isc']) if 'best_isc' in g else 'n/a'} "
             f"| {steps} | {_num(None if minutes is None else minutes / 60, 1)} "
-            f"| {speed[0]} | {speed[1]} |")
+            f"| {_headline(s, label)} |")
     lines.append("")
-    for label, g in sorted(s["groups"].items()):
-        if label == ref:
-            continue
-        acc = g["acceleration_steps"]
-        if acc is None:
-            lines.append(f"- `{label}`: its seed-mean FID never reached `{ref}`'s best, so "
-                         "no speed-up to that level is claimed.")
-        else:
-            word = "fewer" if acc >= 0 else "more"
-            lines.append(f"- `{label}` reaches `{ref}`'s best FID in {abs(acc):.0%} {word} "
-                         f"steps than `{ref}` (speed-up {g['speedup_steps']:.2f}x in steps).")
+    for label in sorted(s["groups"]):
+        if label != ref:
+            lines.append(f"- {_headline_sentence(s, label)}")
     lines += ["", *_levels(report), "", *_lead(report), *_inside(report)]
     lines += ["", f"Seed-mean `{s['fid_key']}` (± sample std over seeds, n - 1) by step:", ""]
     curves = {label: mean_curve(members, report.fid_key)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from gan_mn.report.stats import bootstrap_ratio, mean_interval, welch
+from gan_mn.report.stats import bootstrap_ratio, difference, mean_interval
 from gan_mn.run_log import ReportError, RunLog
 
 
@@ -109,7 +109,8 @@ def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
             },
             "auc": aucs[label],
             "auc_vs_reference": (None if label == reference or aucs[label]["value"] is None
-                                 else welch(aucs[label]["per_seed"], aucs[reference]["per_seed"])),
+                                 else difference(aucs[label]["per_seed"],
+                                                 aucs[reference]["per_seed"])),
             "cost_ratio": cost_ratios.get(label),
             "cost_adjusted_speedup_vs_fid": None,
         }

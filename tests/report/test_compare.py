@@ -312,10 +312,10 @@ def test_one_seed_shows_no_spread(tmp_path: Path) -> None:
     lead = json.loads((out / "report.json").read_text())["lead"]["mn-g"]
     assert lead["classes"] == ["no interval"] * 2 and lead["last_ahead"] is None
     assert ("`mn-g` against `bn`: a group with one seed has no interval, so no step is "
-            "classed ahead, level or behind; late FID") in md
+            "classed ahead, behind or without a difference; late FID") in md
     assert "ahead from" not in md and "ahead at" not in md and "; never ahead" not in md
     assert "No interval: a group has one seed, so no step is classed." in md
-    assert "| mn-g | no interval 100-200 | n/a | n/a |" in md
+    assert "| mn-g | no interval 100-200 | n/a | n/a | n/a | n/a |" in md
 
 
 def test_max_step_compares_runs_of_unequal_length_over_the_steps_they_share(
@@ -394,3 +394,30 @@ def test_class_accuracy_is_compared_as_class_error(tmp_path: Path,
     assert "--metric isc2k: the report needs a distance or an error" in \
         capsys.readouterr().err
     assert not (tmp_path / "isc").exists()
+
+
+def test_plan_prints_the_seeds_each_comparison_needs(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``--plan``: per step and for the mean FID over steps, the pooled seed spread, the
+    observed gap and the seeds per group for leads of 1 and 2 FID and for that gap; it
+    writes nothing, and a group of one seed has no spread to plan from."""
+    import numpy as np
+
+    from gan_mn.report.stats import pooled_sd, seeds_needed
+
+    bn = [{100: 40.0, 200: 30.0}, {100: 42.0, 200: 31.0}, {100: 41.0, 200: 29.5}]
+    mn = [{100: 38.0, 200: 29.0}, {100: 39.5, 200: 30.5}, {100: 37.0, 200: 28.0}]
+    runs = [str(write_run(tmp_path / "runs", "bn", s, f)) for s, f in enumerate(bn)]
+    runs += [str(write_run(tmp_path / "runs", "mn-g", s, f)) for s, f in enumerate(mn)]
+    assert main(["compare", *runs, "--plan"]) == 0
+    text = capsys.readouterr().out
+    a = np.array([[f[100]] for f in mn])
+    b = np.array([[f[100]] for f in bn])
+    sd, gap = float(pooled_sd(a, b)[0]), float(a.mean() - b.mean())
+    row = (f"| 100 | {sd:.2f} | {gap:+.2f} | {seeds_needed(1.0, sd)} | "
+           f"{seeds_needed(2.0, sd)} | {seeds_needed(gap, sd)} |")
+    assert "## `mn-g`" in text and row in text and "| mean over steps |" in text
+    assert not any(p.name in ("report.md", "report.json") for p in tmp_path.rglob("*"))
+    one = runs[:3] + runs[3:4]
+    assert main(["compare", *one, "--plan"]) == 2
+    assert "--plan needs at least two seeds in every group" in capsys.readouterr().err

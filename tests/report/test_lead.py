@@ -30,7 +30,8 @@ def test_lead_of_identical_runs_is_level_everywhere(tmp_path: Path) -> None:
     bn_like = _lead_study(tmp_path, same)
     assert bn_like["classes"] == ["level"] * 6
     assert bn_like["last_ahead"] is None and bn_like["never_ahead_after"] is None
-    assert bn_like["windows"] == [{"class": "level", "from": 100.0, "to": 600.0}]
+    assert bn_like["windows"] == [{"class": "level", "from": 100.0, "to": 600.0,
+                                   "robust": None}]
 
 
 def test_lead_of_crossing_curves_ends_where_they_cross(tmp_path: Path) -> None:
@@ -58,7 +59,7 @@ def test_lead_never_ahead_and_the_report_files(tmp_path: Path) -> None:
     assert main(["compare", *map(str, sorted(runs.iterdir())), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["lead"]["mn-g"]["windows"] == [{"class": "behind", "from": 100.0,
-                                                   "to": 600.0}]
+                                                   "to": 600.0, "robust": True}]
     text = (out / "report.md").read_text()
-    assert "`mn-g` against `bn`: behind from step 100 to 600; never ahead" in text
+    assert "`mn-g` against `bn`: behind from step 100 to 600 (robust); never ahead" in text
     assert (out / "fid_gap_vs_step.png").stat().st_size > 0
