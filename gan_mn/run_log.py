@@ -67,7 +67,8 @@ class RunLog:
         at, secs = self.train_seconds
         if at.size == 0:
             return np.full(len(steps), np.nan)
-        return np.interp(steps, np.concatenate([[0.0], at]), np.concatenate([[0.0], secs]))
+        return np.asarray(np.interp(steps, np.concatenate([[0.0], at]),
+                                    np.concatenate([[0.0], secs])), dtype=float)
 
 
 def _float(text: str | None) -> float | None:
@@ -80,7 +81,7 @@ def _float(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _settings(config: dict) -> dict[str, object]:
+def _settings(config: dict[str, object]) -> dict[str, object]:
     """The settings that define a run's results (:func:`gan_mn.runs.affects_results`):
     seeds of one group must share them. The data folder is compared resolved (one folder
     named relative in one run and absolute in another is one folder)."""

@@ -24,9 +24,9 @@ def _figure(path: Path, legend_size: float | None = None, rows: int = 1) -> Iter
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(rows, 1, figsize=(6.4, 4.2 if rows == 1 else 2.8 * rows),
+    fig, grid = plt.subplots(rows, 1, figsize=(6.4, 4.2 if rows == 1 else 2.8 * rows),
                              sharex=True, squeeze=False)
-    axes = list(axes[:, 0])
+    axes = list(grid[:, 0])
     try:
         yield axes[0] if rows == 1 else axes
         for ax in axes:

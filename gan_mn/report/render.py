@@ -267,12 +267,12 @@ def markdown(report: Report) -> str:
         g = s["groups"][label]
         reach = g["steps_to_reach_reference"]
         per_seed = ", ".join("never" if v is None else f"{v:.0f}" for v in reach["per_seed"])
-        steps = f"{_num(reach['mean_curve'], 0)}; {per_seed}"
+        reached = f"{_num(reach['mean_curve'], 0)}; {per_seed}"
         minutes = g["seconds_to_reach_reference"]["mean_curve"]
         lines.append(
             f"| {label} | {len(g['seeds'])} | {max(g['last_step'])} | {_fmt(g['best_fid'])} "
             f"| {_fmt(g['best_isc']) if 'best_isc' in g else 'n/a'} "
-            f"| {steps} | {_num(None if minutes is None else minutes / 60, 1)} "
+            f"| {reached} | {_num(None if minutes is None else minutes / 60, 1)} "
             f"| {_headline(s, label)} |")
     lines.append("")
     for label in sorted(s["groups"]):

@@ -25,6 +25,7 @@ Definitions (also written into report.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,13 @@ def _json(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def mean_curve_reach(steps: np.ndarray, targets: np.ndarray
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+    """The statistic of a group's ``(..., seeds, steps)`` FIDs: the first step its
+    seed-mean curve reaches each target (inf if never)."""
+    return lambda fids: _steps_to(steps, fids.mean(-2), targets)
+
+
 def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
                      num_thresholds: int = 8,
                      cost_ratios: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
@@ -94,8 +102,8 @@ def speedup_analysis(groups: dict[str, list[RunLog]], reference: str, key: str,
         else:
             ci_low, ci_high = bootstrap_ratio(
                 fids[reference], fids[label],
-                lambda f: _steps_to(common[reference], f.mean(-2), targets),
-                lambda f, k=label: _steps_to(common[k], f.mean(-2), targets),
+                mean_curve_reach(common[reference], targets),
+                mean_curve_reach(common[label], targets),
                 name=f"{reference}/{label}")
         per_seed = [_steps_to(common[label], f, targets) for f in fids[label]]
         entry: dict[str, Any] = {

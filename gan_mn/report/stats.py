@@ -219,12 +219,12 @@ def pooled_sd(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
     """The pooled seed standard deviation at each step, ``(seeds, steps)`` each."""
     n1, n2 = mine.shape[-2], theirs.shape[-2]
     var = ((n1 - 1) * mine.var(-2, ddof=1) + (n2 - 1) * theirs.var(-2, ddof=1)) / (n1 + n2 - 2)
-    return np.sqrt(var)
+    return np.asarray(np.sqrt(var), dtype=float)
 
 
 def _spread(mine: np.ndarray, theirs: np.ndarray, axis: int = 0) -> np.ndarray:
     """Whether the seeds vary on either side (Welch's test needs a standard error)."""
-    return (np.ptp(mine, axis=axis) > 0) | (np.ptp(theirs, axis=axis) > 0)
+    return np.asarray((np.ptp(mine, axis=axis) > 0) | (np.ptp(theirs, axis=axis) > 0))
 
 
 def bootstrap_ratio(reference: np.ndarray, group: np.ndarray,
