@@ -1,6 +1,8 @@
 """The documentation a user follows: every relative link and image in README.md and docs/
-resolves (file and heading), and every command in README's code blocks names a config,
-script, subcommand and options that exist."""
+resolves (file and heading); every command in the code blocks of README, docs/ and the
+studies' READMEs names a config, script, subcommand and options that exist; and every
+fit option (``--model.x``, ``--data.x``, ...) named in the docs, the package's docstrings
+and messages, the benchmarks and the configs is one of fit's."""
 
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ def _commands(page: Path) -> list[list[str]]:
     for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #")[0].strip()
+            if line.startswith("#"):
+                continue
             for part in re.split(r"&&|\|", line):
                 if part.strip():
                     out.append(shlex.split(part))
@@ -98,3 +102,45 @@ def test_every_readme_command_names_what_exists() -> None:
                 assert re.search(re.escape(option) + r"\b", _help("fit")), (option, words)
             checked += 1
     assert checked >= 10  # the README's training, evaluation and study commands
+
+
+DOTTED = re.compile(r"--(?:model|data|trainer|metrics|checkpoint|wandb)\.[a-z_]+(?:\.[a-z_]+)*")
+SOURCES = [*sorted((ROOT / "gan_mn").rglob("*.py")), *sorted((ROOT / "benchmarks").glob("*.py")),
+           *sorted((ROOT / "gan_mn" / "configs").glob("*.yaml"))]
+
+
+def _fit_options() -> set[str]:
+    return set(re.findall(r"--[a-z_]+(?:\.[a-z_]+)*", _help("fit")))
+
+
+@pytest.mark.parametrize("path", [*PAGES, *SOURCES], ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_fit_option_named_anywhere_exists(path: Path) -> None:
+    """Each ``--model.x`` / ``--data.x`` / ``--trainer.x`` ... in the docs, the package's
+    docstrings and messages, the benchmarks and the configs is one of fit's options."""
+    known = _fit_options()
+    stale = sorted({o for o in DOTTED.findall(path.read_text())
+                    if o not in known and not any(k.startswith(o + ".") for k in known)})
+    assert not stale, stale
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.name != "CHANGELOG.md"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_command_of_every_page_names_what_exists(page: Path) -> None:
+    """The README check above, for every page of docs/ and every study's README."""
+    for words in _commands(page):
+        if words[0] == "gan-mn" and len(words) > 1 and words[1] in SUBCOMMANDS:
+            sub = words[1]
+            if "-c" in words:
+                assert Path(resolve(words[words.index("-c") + 1])).is_file(), words
+            split = words.index("--") if "--" in words else len(words)
+            for option in _options(words[2:split]):
+                assert re.search(re.escape(option) + r"\b", _help(sub)), (option, words)
+            for option in _options(words[split + 1:]):
+                assert re.search(re.escape(option) + r"\b", _help("fit")), (option, words)
+        elif words[0] == "python" and len(words) > 1 and words[1].startswith(
+                ("benchmarks/", "examples/")):
+            script = ROOT / words[1]
+            assert script.is_file(), words
+            split = words.index("--") if "--" in words else len(words)
+            for option in _options(words[2:split]):
+                assert f'"{option}"' in script.read_text(), (option, words)
