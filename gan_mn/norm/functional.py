@@ -347,7 +347,7 @@ def mixture_norm_autograd(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     through the eager passes (and, with ``sync``, differentiable all-reduces).
 
     With ``detach_posteriors=False`` the gradient also flows through the EM
-    posteriors (the option the spec asks to offer); with ``True`` it is the
+    posteriors (an option of the layer's specification); with ``True`` it is the
     reference the analytic backward is tested against.
     """
     res = eager_forward(x, weight, bias, posteriors, start, em, detach_posteriors,
