@@ -1,6 +1,6 @@
-"""What a run is: the one place that classes its settings. The resume check
+"""What a run is: the one place that classes its settings and names it. The resume check
 (:mod:`gan_mn.cli.rundir`), the report's pooling of seeds (:mod:`gan_mn.run_log`) and
-the default label (:func:`gan_mn.training.default_label`) all ask here.
+the labels and run names (:mod:`gan_mn.labels`) all ask here.
 
 Settings are the dotted keys of a run's ``config.yaml`` (``model.lr_g``,
 ``model.norm_kwargs.mn.num_components``). Each is in exactly one class:

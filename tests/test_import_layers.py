@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "gan_mn"
 # A package may import only packages with a smaller number.
 LAYERS = {"errors": 0, "configs": 0, "files": 1, "torch_files": 1, "images": 2, "norm": 1,
-          "data": 1, "runs": 1, "run_log": 2, "models": 2, "report": 3, "training": 3,
+          "data": 1, "runs": 1, "run_log": 2, "labels": 2, "models": 2, "report": 3, "training": 3,
           "metrics": 4, "cli": 5, "__main__": 6}
 NO_TORCH = ("report", "runs", "run_log", "files", "errors", "configs")
 

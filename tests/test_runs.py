@@ -74,7 +74,8 @@ def test_the_study_groups_are_named_as_their_settings_label_them() -> None:
     import yaml
 
     from gan_mn.cli.study import CONFIGS, GROUPS
-    from gan_mn.training import GAN, default_label
+    from gan_mn.labels import default_label
+    from gan_mn.training import GAN
 
     defaults = {n: p.default for n, p in signature(GAN).parameters.items()}
     for group, (config, options) in GROUPS.items():

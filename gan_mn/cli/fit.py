@@ -41,10 +41,11 @@ from gan_mn.cli.rundir import (
 from gan_mn.configs import resolve_args
 from gan_mn.data import GANDataModule
 from gan_mn.files import writable
+from gan_mn.labels import default_label, run_name
 from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.torch_files import check, checkpoint_step, load
-from gan_mn.training import GAN, MixtureDiagnostics, default_label
+from gan_mn.training import GAN, MixtureDiagnostics
 from gan_mn.training.checkpoint_io import AtomicCheckpointIO
 from gan_mn.training.distributed import NormSync, unused_parameters_strategy
 from gan_mn.training.finite_watch import NonFiniteError
@@ -185,11 +186,7 @@ class GANCLI(LightningCLI):
                                                  cfg.model.norm_kwargs, cfg.model.arch,
                                                  cfg.model.num_classes)
         cfg.model.label = label
-        # the family in the name unless the label says it: a smoke run of each family
-        # gets its own directory (sngan-smoke-seed0), not the DCGAN one's
-        family = "" if cfg.model.arch == "dcgan" or label.startswith(cfg.model.arch) \
-            else f"{cfg.model.arch}-"
-        cfg.run_name = cfg.run_name or f"{family}{label}-seed{cfg.seed_everything}"
+        cfg.run_name = cfg.run_name or run_name(label, cfg.model.arch, cfg.seed_everything)
         run_dir = Path(cfg.output_dir) / cfg.run_name
         derived: dict[str, Any] = {"trainer.default_root_dir": None}
         if cfg.checkpoint.dirpath is None:

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from gan_mn.labels import default_label
 from gan_mn.models import ARCHS, build_models
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.training import default_label
 
 DCGAN_DEFAULTS = ((512, 256, 128), (64, 128, 256))  # "the family's own widths"
 

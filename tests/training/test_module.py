@@ -10,8 +10,9 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from gan_mn.data import GANDataModule
+from gan_mn.labels import default_label
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.training import EMA, GAN, default_label, discriminator_loss, generator_loss
+from gan_mn.training import EMA, GAN, discriminator_loss, generator_loss
 
 TINY = {"z_dim": 8, "g_channels": (16, 8, 4), "d_channels": (4, 8, 16),
         "sample_every_n_steps": 0}
