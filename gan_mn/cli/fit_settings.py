@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from gan_mn.cli.rundir import RunError
+from gan_mn.norm.kernels import triton_available
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ def check_settings(cfg: Any) -> None:
     on_cpu = str(cfg.trainer.accelerator) == "cpu" or not torch.cuda.is_available()
     if kernels == "triton" and on_cpu and os.environ.get("TRITON_INTERPRET") != "1":
         raise RunError("MN kernels='triton' needs a CUDA GPU; use kernels='auto' here")
+    if kernels == "triton" and not triton_available():
+        raise RunError("MN kernels='triton' needs Triton (it comes with CUDA builds of torch); "
+                       "use kernels='auto' here")
     if cfg.model.cuda_graph == "auto":
         obstacle = _graph_obstacle(cfg, on_cpu)
         cfg.model.cuda_graph = obstacle is None

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from gan_mn.errors import UserError
 from gan_mn.norm import revert_sync
 
 NORM_MODES = ("running", "batch")
@@ -23,7 +22,7 @@ def sampling(generator: nn.Module, norm_mode: str = "running") -> Iterator[nn.Mo
     never moves the generator's statistics and, under DDP, makes no collective calls.
     """
     if norm_mode not in NORM_MODES:
-        raise UserError(f"norm mode must be one of {NORM_MODES}, got {norm_mode!r}")
+        raise ValueError(f"norm mode must be one of {NORM_MODES}, got {norm_mode!r}")
     was_training = generator.training
     try:
         if norm_mode == "batch":

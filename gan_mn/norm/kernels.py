@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gan_mn.errors import UserError
 from gan_mn.norm.functional import (
     Collectives,
     EagerForward,
@@ -204,12 +203,14 @@ def select_kernels(choice: str, x: Tensor, num_components: int) -> EagerKernels 
     if choice == "triton":
         if torch.compiler.is_compiling():  # a compiled model: inline the decomposed code
             return INDUCTOR
-        # (UserError: a setting the user chose, found at the first training batch)
+        # (ValueError, as the library's other argument errors; gan-mn fit refuses these
+        # settings before training, in gan_mn.cli.fit_settings)
         if not triton_available():
-            raise UserError("kernels='triton' needs Triton (it comes with CUDA builds of torch)")
+            raise ValueError("kernels='triton' needs Triton (it comes with CUDA builds of "
+                             "torch)")
         if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise UserError("MN kernels='triton' needs CUDA tensors (or TRITON_INTERPRET=1 "
-                            "to interpret them on a CPU); use kernels='auto' here")
+            raise ValueError("MN kernels='triton' needs CUDA tensors (or TRITON_INTERPRET=1 "
+                             "to interpret them on a CPU); use kernels='auto' here")
         if x.dtype != torch.float32 or num_components > TritonKernels.MAX_COMPONENTS:
             return EAGER
         return TRITON
