@@ -12,5 +12,11 @@ class UserError(ValueError):
     """Something the user asked for cannot be done; the message says why, as is."""
 
 
+class OptionError(ValueError):
+    """A model or layer option out of its range, found where the model is built: a
+    ``ValueError`` to the library's callers, and the one kind of ``ValueError`` that
+    ``gan-mn fit`` reports as the user's mistake (any other is a bug)."""
+
+
 class UsageError(UserError):
     """A command line that does not parse (``gan-mn CMD --help`` says what does)."""

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from gan_mn.errors import OptionError
 from gan_mn.models.layers import (
     ConditionalSequential,
     LatentGenerator,
@@ -55,16 +56,16 @@ def dcgan_widths(image_size: int, g_channels: Sequence[int], d_channels: Sequenc
     """Widths for ``image_size``: the 32-pixel defaults become the 64-pixel ones at 64;
     other widths must have one block per doubling (ValueError, one line, otherwise)."""
     if image_size not in DCGAN_WIDTHS:
-        raise ValueError(f"image_size must be one of {sorted(DCGAN_WIDTHS)} for the DCGAN "
-                         f"models, got {image_size}")
+        raise OptionError(f"image_size must be one of {sorted(DCGAN_WIDTHS)} for the DCGAN "
+                          f"models, got {image_size}")
     g32, d32 = DCGAN_WIDTHS[32]
     g = DCGAN_WIDTHS[image_size][0] if tuple(g_channels) == g32 else tuple(g_channels)
     d = DCGAN_WIDTHS[image_size][1] if tuple(d_channels) == d32 else tuple(d_channels)
     for name, widths in (("g_channels", g), ("d_channels", d)):
         if 4 * 2 ** len(widths) != image_size:
-            raise ValueError(f"{name} {list(widths)} makes {4 * 2 ** len(widths)}-pixel "
-                             f"images, not {image_size}: give "
-                             f"{image_size.bit_length() - 3} widths")
+            raise OptionError(f"{name} {list(widths)} makes {4 * 2 ** len(widths)}-pixel "
+                              f"images, not {image_size}: give "
+                              f"{image_size.bit_length() - 3} widths")
     return g, d
 
 

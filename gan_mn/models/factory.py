@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from gan_mn.errors import OptionError
 from gan_mn.models.dcgan import DCGAN_WIDTHS, DCGANDiscriminator, DCGANGenerator, dcgan_widths
 from gan_mn.models.layers import LatentGenerator, NormKwargs, NormSpec
 from gan_mn.models.resnet import RESNET_WIDTHS, ResNetDiscriminator, ResNetGenerator
@@ -28,10 +29,10 @@ def build_models(arch: str, z_dim: int, g_channels: Sequence[int], d_channels: S
     ``256`` x 4 / ``128`` x 4). Errors are one-line ``ValueError``s.
     """
     if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
+        raise OptionError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
     if image_size not in IMAGE_SIZES[arch]:
-        raise ValueError(f"image_size must be one of {list(IMAGE_SIZES[arch])} for the "
-                         f"{arch} models, got {image_size}")
+        raise OptionError(f"image_size must be one of {list(IMAGE_SIZES[arch])} for the "
+                          f"{arch} models, got {image_size}")
     _check_positive(g_channels, "g_channels")
     _check_positive(d_channels, "d_channels")
     if arch == "dcgan":
@@ -59,8 +60,8 @@ def build_models(arch: str, z_dim: int, g_channels: Sequence[int], d_channels: S
 def _check_positive(widths: Sequence[int], option: str) -> None:
     if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1
                          for w in widths):
-        raise ValueError(f"--model.{option} must be a list of positive integers, got "
-                         f"{list(widths)}")
+        raise OptionError(f"--model.{option} must be a list of positive integers, got "
+                          f"{list(widths)}")
 
 
 def _check_sizes(arch: str, g: Sequence[int], d: Sequence[int], image_size: int) -> None:
@@ -70,12 +71,12 @@ def _check_sizes(arch: str, g: Sequence[int], d: Sequence[int], image_size: int)
     made = 4 * 2 ** (len(g) - 1)
     if made != image_size:
         needed = (image_size // 4).bit_length()
-        raise ValueError(f"--model.g_channels has {len(g)} widths: the {arch} generator makes "
-                         f"4 x 2^{len(g) - 1} = {made}-pixel images, but --data.image_size "
-                         f"is {image_size} (give {needed} widths: the projection's, then one "
-                         "per up-sampling layer)")
+        raise OptionError(f"--model.g_channels has {len(g)} widths: the {arch} generator makes "
+                          f"4 x 2^{len(g) - 1} = {made}-pixel images, but --data.image_size "
+                          f"is {image_size} (give {needed} widths: the projection's, then one "
+                          "per up-sampling layer)")
     halvings = len(d) // 2
     if arch == "sngan" and (image_size % 2 ** halvings or image_size < 2 ** halvings):
-        raise ValueError(f"--model.d_channels has {len(d)} widths: the SNGAN discriminator "
-                         f"halves the image {halvings} times, which {image_size}-pixel "
-                         "images do not allow (one halving per pair of widths)")
+        raise OptionError(f"--model.d_channels has {len(d)} widths: the SNGAN discriminator "
+                          f"halves the image {halvings} times, which {image_size}-pixel "
+                          "images do not allow (one halving per pair of widths)")

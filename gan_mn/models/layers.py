@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from gan_mn.errors import OptionError
 from gan_mn.norm import ConditionalNorm2d, make_norm
 
 NormSpec = str | Sequence[str]
@@ -22,7 +23,7 @@ def per_layer(norm: NormSpec, count: int, name: str) -> list[str]:
     """One norm kind per normalized layer: a single kind, or a list of ``count``."""
     kinds = [norm] * count if isinstance(norm, str) else list(norm)
     if len(kinds) != count:
-        raise ValueError(f"{name} needs {count} norm kinds (one per layer), got {len(kinds)}")
+        raise OptionError(f"{name} needs {count} norm kinds (one per layer), got {len(kinds)}")
     return kinds
 
 
@@ -54,9 +55,9 @@ def check_conditional_kinds(kinds: Sequence[str], num_classes: int) -> None:
     """A class-conditional generator takes the class through its norm layers: it needs
     at least one ``bn`` or ``mn`` layer."""
     if num_classes and not set(kinds) & {"bn", "mn"}:
-        raise ValueError(f"a class-conditional generator (num_classes {num_classes}) takes "
-                         "the class through its norm layers: give it bn or mn, got "
-                         f"{'/'.join(sorted(set(kinds)))}")
+        raise OptionError(f"a class-conditional generator (num_classes {num_classes}) takes "
+                          "the class through its norm layers: give it bn or mn, got "
+                          f"{'/'.join(sorted(set(kinds)))}")
 
 
 class Projection(nn.Module):
@@ -109,7 +110,7 @@ class LatentGenerator(nn.Module):
     def __init__(self, z_dim: int, num_classes: int = 0) -> None:
         super().__init__()
         if z_dim < 1:
-            raise ValueError(f"z_dim must be positive, got {z_dim}")
+            raise OptionError(f"z_dim must be positive, got {z_dim}")
         check_num_classes(num_classes)
         self.z_dim = z_dim
         self.num_classes = num_classes
@@ -146,5 +147,5 @@ def check_projection(projection: nn.Module | None, y: Tensor | None) -> None:
 
 def check_num_classes(num_classes: int) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be 0 (unconditional) or a positive number of "
-                         f"classes, got {num_classes!r}")
+        raise OptionError(f"num_classes must be 0 (unconditional) or a positive number of "
+                          f"classes, got {num_classes!r}")

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from gan_mn.errors import OptionError
 from gan_mn.models.layers import (
     LatentGenerator,
     NormKwargs,
@@ -107,8 +108,8 @@ class ResNetGenerator(LatentGenerator):
                  num_classes: int = 0) -> None:
         super().__init__(z_dim, num_classes)
         if len(channels) < 2:
-            raise ValueError(f"the ResNet generator needs at least 2 widths, got "
-                             f"{list(channels)}")
+            raise OptionError(f"the ResNet generator needs at least 2 widths, got "
+                              f"{list(channels)}")
         kinds = per_layer(norm, len(channels), "generator norm")  # blocks, then the last
         check_conditional_kinds(kinds, num_classes)
         sn = SpectralNorms(norm_kwargs)
@@ -141,8 +142,8 @@ class ResNetDiscriminator(nn.Module):
         super().__init__()
         check_num_classes(num_classes)
         if len(channels) < 2:
-            raise ValueError(f"the ResNet discriminator needs at least 2 widths, got "
-                             f"{list(channels)}")
+            raise OptionError(f"the ResNet discriminator needs at least 2 widths, got "
+                              f"{list(channels)}")
         kinds = per_layer(norm, len(channels), "discriminator norm")
         sn = SpectralNorms(norm_kwargs)
         blocks, prev = [], 3

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from gan_mn.errors import OptionError
 from gan_mn.models.layers import (
     ConditionalSequential,
     LatentGenerator,
@@ -56,7 +57,7 @@ class SNGANGenerator(LatentGenerator):
                  num_classes: int = 0) -> None:
         super().__init__(z_dim, num_classes)
         if len(channels) < 2:
-            raise ValueError(f"the SNGAN generator needs at least 2 widths, got {list(channels)}")
+            raise OptionError(f"the SNGAN generator needs at least 2 widths, got {list(channels)}")
         kinds = per_layer(norm, len(channels) - 1, "generator norm")
         check_conditional_kinds(kinds, num_classes)
         sn = SpectralNorms(norm_kwargs)
@@ -89,9 +90,9 @@ class SNGANDiscriminator(nn.Module):
         super().__init__()
         check_num_classes(num_classes)
         if len(channels) % 2 == 0:
-            raise ValueError("the SNGAN discriminator alternates 3x3 and 4x4 convolutions "
-                             f"and ends on a 3x3 one: give an odd number of widths, got "
-                             f"{len(channels)}")
+            raise OptionError("the SNGAN discriminator alternates 3x3 and 4x4 convolutions "
+                              f"and ends on a 3x3 one: give an odd number of widths, got "
+                              f"{len(channels)}")
         kinds = per_layer(norm, len(channels), "discriminator norm")
         sn = SpectralNorms(norm_kwargs)
         layers: list[nn.Module] = []

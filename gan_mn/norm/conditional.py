@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gan_mn.errors import OptionError
 from gan_mn.norm.mixture import MixtureNorm2d
 
 
@@ -27,7 +28,7 @@ class ConditionalNorm2d(nn.Module):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) \
                 or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+            raise OptionError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.num_features = num_features
         self.num_classes = num_classes
         self.norm = norm
@@ -67,8 +68,8 @@ class ConditionalMixtureNorm2d(ConditionalNorm2d):
     def __init__(self, num_features: int, num_classes: int, num_components: int = 3,
                  **mn_options: Any) -> None:
         if "affine" in mn_options:
-            raise ValueError("ConditionalMixtureNorm2d takes no affine option: its class "
-                             "embeddings are its gain and bias")
+            raise OptionError("ConditionalMixtureNorm2d takes no affine option: its class "
+                              "embeddings are its gain and bias")
         super().__init__(MixtureNorm2d(num_features, num_components, affine=False,
                                        **mn_options), num_features, num_classes)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from gan_mn.errors import OptionError
 from gan_mn.norm.conditional import ConditionalBatchNorm2d, ConditionalMixtureNorm2d
 from gan_mn.norm.mixture import MixtureNorm2d
 from gan_mn.norm.options import check_eps, check_flag, check_momentum
@@ -30,20 +31,20 @@ def make_norm(kind: str, num_features: int, num_classes: int = 0, **kwargs: Any)
     argument.
     """
     if kind not in NORM_KINDS:
-        raise ValueError(f"norm kind must be one of {', '.join(NORM_KINDS)}; got {kind!r}")
+        raise OptionError(f"norm kind must be one of {', '.join(NORM_KINDS)}; got {kind!r}")
     if kind == "none":
         if kwargs:
-            raise ValueError(f"norm 'none' takes no arguments, got {sorted(kwargs)}")
+            raise OptionError(f"norm 'none' takes no arguments, got {sorted(kwargs)}")
         return nn.Identity()
     if kind == "sn":
         for key, value in kwargs.items():
             if key not in SN_OPTIONS:
-                raise ValueError(f"invalid argument for norm 'sn': {key!r} (its options are "
-                                 f"{', '.join(SN_OPTIONS)})")
+                raise OptionError(f"invalid argument for norm 'sn': {key!r} (its options are "
+                                  f"{', '.join(SN_OPTIONS)})")
             if not SN_OPTIONS[key](value):
-                raise ValueError(f"norm 'sn': {key} must be "
-                                 f"{'a positive integer' if key != 'eps' else 'positive'}, "
-                                 f"got {value!r}")
+                raise OptionError(f"norm 'sn': {key} must be "
+                                  f"{'a positive integer' if key != 'eps' else 'positive'}, "
+                                  f"got {value!r}")
         return nn.Identity()
     cls: type[nn.Module] = nn.BatchNorm2d if kind == "bn" else MixtureNorm2d
     if kind == "bn":  # (nn.BatchNorm2d checks none of these itself)
@@ -54,11 +55,11 @@ def make_norm(kind: str, num_features: int, num_classes: int = 0, **kwargs: Any)
     if num_classes:
         refused = [k for k in ("affine", "track_running_stats") if k in kwargs]
         if refused:
-            raise ValueError(f"conditional {kind}: its class embeddings are its gain and "
-                             f"bias; it takes no {refused[0]} option")
+            raise OptionError(f"conditional {kind}: its class embeddings are its gain and "
+                              f"bias; it takes no {refused[0]} option")
         cls = ConditionalBatchNorm2d if kind == "bn" else ConditionalMixtureNorm2d
         kwargs = {"num_classes": num_classes, **kwargs}
     try:
         return cls(num_features, **kwargs)
     except TypeError as err:  # an argument the layer does not have
-        raise ValueError(f"invalid argument for norm {kind!r}: {err}") from None
+        raise OptionError(f"invalid argument for norm {kind!r}: {err}") from None

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.lazy import LazyModuleMixin
 
+from gan_mn.errors import OptionError
 from gan_mn.norm.functional import (
     Collectives,
     EMSettings,
@@ -29,7 +30,7 @@ from gan_mn.norm.options import check_eps, check_flag, check_momentum
 
 def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise OptionError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -87,14 +88,14 @@ class MixtureNorm2d(nn.Module):
         self.num_components = _check_positive_int("num_components", num_components)
         self.em_iters = _check_positive_int("em_iters", em_iters)
         if isinstance(seed_iters, bool) or not isinstance(seed_iters, int) or seed_iters < 0:
-            raise ValueError(f"seed_iters must be a non-negative integer, got {seed_iters!r}")
+            raise OptionError(f"seed_iters must be a non-negative integer, got {seed_iters!r}")
         check_eps(eps)
         check_momentum(momentum)
         check_flag("affine", affine)
         check_flag("detach_posteriors", detach_posteriors)
         if kernels not in KERNEL_CHOICES:
-            raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}; "
-                             f"got {kernels!r}")
+            raise OptionError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}; "
+                              f"got {kernels!r}")
         self.seed_iters = seed_iters
         self.eps = float(eps)
         self.momentum = momentum

@@ -5,6 +5,8 @@ from __future__ import annotations
 from numbers import Real
 from typing import Any
 
+from gan_mn.errors import OptionError
+
 
 def _number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
@@ -12,18 +14,18 @@ def _number(value: Any) -> bool:
 
 def check_eps(eps: Any) -> float:
     if not (_number(eps) and eps > 0):
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
+        raise OptionError(f"eps must be a positive number, got {eps!r}")
     return float(eps)
 
 
 def check_momentum(momentum: Any) -> float | None:
     """A running-average factor in [0, 1], or None for a cumulative average."""
     if momentum is not None and not (_number(momentum) and 0.0 <= momentum <= 1.0):
-        raise ValueError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
+        raise OptionError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
     return momentum
 
 
 def check_flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise OptionError(f"{name} must be true or false, got {value!r}")
     return value

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from gan_mn.errors import UserError
+from gan_mn.errors import OptionError, UserError
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.labels import default_label
 from gan_mn.models import build_models, sampling
@@ -109,7 +109,7 @@ class GAN(pl.LightningModule):
                 num_classes)
         except TypeError as err:  # an unknown option in norm_kwargs
             raise UserError(f"invalid norm_kwargs: {err}") from err
-        except ValueError as err:  # a norm or model option out of range, as the user set it
+        except OptionError as err:  # a norm or model option out of range, as the user set it
             raise UserError(str(err)) from err
         if num_classes:  # one row per class, as many columns as the grid's size allows
             per_class = max(1, round(num_grid_samples / num_classes))

@@ -158,3 +158,22 @@ def test_sample_grid_is_written_every_n_steps(tmp_path: Path) -> None:
     grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert grids == ["step_0000002.png", "step_0000004.png"]
     assert model.training and model.generator.training  # grid sampling restored the mode
+
+
+def test_only_option_errors_become_user_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An option out of range is the user's mistake (exit 2 through the CLI); any other
+    ValueError while building the models is a bug and stays one (its traceback kept)."""
+    from gan_mn.errors import OptionError, UserError
+    from gan_mn.training import module
+
+    with pytest.raises(UserError, match="arch must be one of"):
+        GAN(arch="vgg")
+    assert issubclass(OptionError, ValueError) and not issubclass(OptionError, UserError)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(module, "build_models", broken)
+    with pytest.raises(ValueError, match="an internal bug") as caught:
+        GAN()
+    assert not isinstance(caught.value, UserError)
