@@ -21,6 +21,7 @@ from typing_extensions import override
 
 from gan_mn.data import UInt8Images
 from gan_mn.images import grid_image, log_image, save_png
+from gan_mn.metrics.classes import check_classes
 from gan_mn.metrics.fidelity import (
     MetricsError,
     check_extractor_weights,
@@ -87,9 +88,14 @@ class FidelityCallback(Callback):
         return self.settings.protocol(reference)
 
     def check_data(self, datamodule: Any) -> None:
-        """Check the settings against the data (e.g. KID's subset size) before training."""
+        """Check the settings against the data (e.g. KID's subset size; for a
+        class-conditional run, two samples and two reference images of every class)
+        before training."""
         if self.enabled and datamodule is not None:
             validate(self.settings, datamodule.load_images().shape[0])
+            classes = int(getattr(datamodule.hparams, "num_classes", 0) or 0)
+            if classes:
+                check_classes(self.settings.num_samples, classes, datamodule.labels)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

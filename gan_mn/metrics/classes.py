@@ -55,11 +55,7 @@ def compute_class_metrics(generator: nn.Module, reference: Dataset, labels: Tens
     if len(class_names) != classes:
         raise MetricsError(f"the generator has {classes} classes, the reference "
                            f"{len(class_names)}")
-    counts = torch.bincount(labels, minlength=classes)
-    if protocol.num_samples < 2 * classes or int(counts.min()) < 2:
-        raise MetricsError(f"intra-class FID needs at least 2 images of each class: "
-                           f"{protocol.num_samples} samples for {classes} classes, and the "
-                           f"reference's smallest class has {int(counts.min())}")
+    check_classes(protocol.num_samples, classes, labels)
     cuda = next(generator.parameters()).device.type == "cuda"
     kwargs = fidelity_kwargs(reference, reference_key, protocol, settings, cuda=cuda)
     check_cache(kwargs)
@@ -85,6 +81,15 @@ def compute_class_metrics(generator: nn.Module, reference: Dataset, labels: Tens
         values[protocol.class_accuracy_key()] = float(
             (logits.argmax(1) == made).float().mean())
     return values
+
+
+def check_classes(num_samples: int, classes: int, labels: Tensor) -> None:
+    """Intra-class FID needs two generated and two reference images of every class."""
+    counts = torch.bincount(labels, minlength=classes)
+    if num_samples < 2 * classes or int(counts.min()) < 2:
+        raise MetricsError(f"intra-class FID needs at least 2 images of each class: "
+                           f"{num_samples} samples for {classes} classes, and the "
+                           f"reference's smallest class has {int(counts.min())}")
 
 
 def _features(images: Dataset, extractor: object, kwargs: dict) -> dict[str, Tensor]:

@@ -69,6 +69,9 @@ def _flat_folder(root: Path) -> Path:
     (["--model.num_classes", "10", "--model.cuda_graph", "true"],
      "class-conditional models run eagerly"),
     (["--model.num_classes", "-2"], "num_classes must be 0"),
+    (["--model.num_classes", "10", "--metrics.every_n_steps", "1", "--metrics.num_samples",
+      "12", "--metrics.feature_extractor", "cifar10-proxy"],
+     "intra-class FID needs at least 2 images of each class: 12 samples for 10 classes"),
 ])
 def test_unusable_labels_are_refused_before_anything_is_written(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str],
