@@ -37,6 +37,7 @@ from gan_mn.report.speedup import auc, seed_curves
 from gan_mn.report.stats import (
     detectable_lead,
     difference,
+    effect_detected,
     family,
     mean_interval,
     pooled_sd,
@@ -110,7 +111,7 @@ def lead_analysis(groups: dict[str, list[RunLog]], reference: str,
                          p=_or_none(p, tested), confidence=CONFIDENCE_LEVEL,
                          detectable={"fid": float(np.median(lead[tested])) if tested.any()
                                      else None,
-                                     "seed_sds": float(lead[tested][0] / sd[tested][0])
+                                     "seed_sds": effect_detected(mine.shape[0], theirs.shape[0])
                                      if tested.any() else None})
         out[label] = entry
     flags = _family_flags(tests)

@@ -14,7 +14,6 @@ from gan_mn.report.analysis import Report, mean_curve
 from gan_mn.report.lead import (
     NO_INTERVAL,
     ci,
-    finding,
     lead_sentence,
     p_text,
     unclassed,
@@ -110,8 +109,7 @@ def _pval(gap: dict[str, Any] | None) -> str:
     (robust, fragile); ``n/a`` where there is no test (one seed)."""
     if gap is None or gap["p"] is None:
         return "n/a"
-    mark = {"a robust finding": ", robust", "a fragile finding": ", fragile"}.get(
-        finding(gap), "")
+    mark = "" if not gap.get("finding") else (", robust" if gap.get("robust") else ", fragile")
     return p_text(gap["p"]) + mark
 
 

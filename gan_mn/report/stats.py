@@ -48,7 +48,6 @@ FDR = 0.05
 POWER = 0.8  # the power at which a design's detectable lead is stated
 RESAMPLES = 2000
 SEED = 0  # with the groups' names, the bootstrap's stream: the report is the same every run
-AHEAD, LEVEL, BEHIND = -1, 0, 1  # step classes as numbers (lower FID is better: -1 ahead)
 
 METHODS = (
     "Intervals over seeds: a group's mean (mean FID over steps, late FID, best FID) has "
@@ -150,17 +149,6 @@ def family(p: np.ndarray, fdr: float = FDR) -> tuple[np.ndarray, np.ndarray]:
     robust = np.empty_like(flagged)
     np.put_along_axis(robust, order, holm <= fdr, axis=-1)
     return flagged, robust & flagged
-
-
-def step_classes(mine: np.ndarray, theirs: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One comparison as its own family: p values, classes (``AHEAD``/``LEVEL``/
-    ``BEHIND``) and the number of steps flagged per study, ``(..., seeds, steps)`` in.
-    (A report pools every comparison's steps into one family: :func:`family`.)"""
-    p = welch(mine, theirs)[0]
-    flagged, _ = family(p)
-    classes = np.where(flagged, np.sign(mine.mean(-2) - theirs.mean(-2)), LEVEL).astype(int)
-    return p, classes, flagged.sum(-1)
 
 
 def detectable_lead(n_mine: int, n_theirs: int, sd: float | np.ndarray,

@@ -131,7 +131,7 @@ class GAN(pl.LightningModule):
 
     @override
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.generator(z) if y is None else self.generator(z, y)
+        return self.generator(z, y)
 
     @override
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -172,50 +172,35 @@ class GAN(pl.LightningModule):
         return self._update
 
     def _step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """One batch: D's step, then G's when the cycle of ``d_steps`` batches ends. A
+        class-conditional batch is ``(images, labels)``; the fake batches' labels are drawn
+        uniformly after their noise, from the same seeded (and checkpointed) generator
+        (``sample_labels`` draws nothing for an unconditional one)."""
         h = self.hparams
         update = self._gan_update()
         opt_g = self.optimizers()[0]
-        if isinstance(batch, (tuple, list)):
-            self._conditional_step(update, *batch, batch_idx)
-            return
-        z = self.generator.sample_latent(batch.shape[0], self.device)
-        generator_step = self._batches_done(batch_idx) % h.d_steps == 0
-        if not generator_step:  # a D step alone
-            loss_d = (self._captured_d(batch, z)[0] if self._captured_d is not None
-                      else update.discriminator_step(batch, z)[0])
-            self._after_step(loss_d)
-            return
-        if self._captured is not None:
-            # the noise of G's fresh fake batch drawn here, after z, as the plain step does
-            z_g = () if h.d_steps == 1 else \
-                (self.generator.sample_latent(batch.shape[0], self.device),)
-            loss_d, loss_g = self._captured(batch, z, *z_g)
-        else:
-            loss_d, fake = update.discriminator_step(batch, z)
-            if h.d_steps > 1:  # the fake batch above is stale: D has moved since
-                fake = self.generator(self.generator.sample_latent(batch.shape[0], self.device))
-            loss_g = update.generator_backward(fake)
-        opt_g.step()
-        self._after_step(loss_d, loss_g)
-
-    def _conditional_step(self, update: GANUpdate, real: Tensor, y_real: Tensor,
-                          batch_idx: int) -> None:
-        """The plain step for class-conditional models: the labels of the fake batches
-        are drawn uniformly after their noise, from the same seeded (and checkpointed)
-        generator."""
+        real, y_real = batch if isinstance(batch, (tuple, list)) else (batch, None)
         n = real.shape[0]
         z = self.generator.sample_latent(n, self.device)
         y_fake = self.generator.sample_labels(n, self.device)
-        loss_d, fake = update.discriminator_step(real, z, y_real, y_fake)
-        if self._batches_done(batch_idx) % self.hparams.d_steps:  # a D step alone
+        generator_step = self._batches_done(batch_idx) % h.d_steps == 0
+        if not generator_step:  # a D step alone
+            loss_d = (self._captured_d(real, z)[0] if self._captured_d is not None
+                      else update.discriminator_step(real, z, y_real, y_fake)[0])
             self._after_step(loss_d)
             return
-        if self.hparams.d_steps > 1:  # a fresh fake batch: D has moved since
-            z = self.generator.sample_latent(n, self.device)
-            y_fake = self.generator.sample_labels(n, self.device)
-            fake = self.generator(z, y_fake)
-        loss_g = update.generator_backward(fake, y_fake)
-        self.optimizers()[0].step()
+        if self._captured is not None:  # (unconditional only: cuda_graph is refused else)
+            # the noise of G's fresh fake batch drawn here, after z, as the plain step does
+            z_g = () if h.d_steps == 1 else (self.generator.sample_latent(n, self.device),)
+            loss_d, loss_g = self._captured(real, z, *z_g)
+        else:
+            loss_d, fake = update.discriminator_step(real, z, y_real, y_fake)
+            if h.d_steps > 1:  # the fake batch above is stale: D has moved since
+                z_g = self.generator.sample_latent(n, self.device)
+                y_fake = self.generator.sample_labels(n, self.device)
+                fake = self.generator(z_g, y_fake)
+            loss_g = update.generator_backward(fake, y_fake)
+        opt_g.step()
         self._after_step(loss_d, loss_g)
 
     def _after_step(self, loss_d: Tensor, loss_g: Tensor | None = None) -> None:

@@ -18,17 +18,14 @@ import pytest
 from scipy import stats
 
 from gan_mn.report.stats import (
-    AHEAD,
-    BEHIND,
     FDR,
-    LEVEL,
     family,
     seeds_needed,
-    step_classes,
     welch,
 )
 
 STUDIES = 1000
+AHEAD, LEVEL, BEHIND = -1, 0, 1  # step classes as numbers (lower FID is better)
 # (group seeds, reference seeds): balanced and unbalanced, 2 to 10 a side
 DESIGNS = [(2, 2), (3, 3), (5, 5), (8, 8), (10, 10), (3, 8), (8, 3), (2, 10), (10, 2),
            (5, 3), (4, 9)]
@@ -45,6 +42,16 @@ def _curves(seeds: int, steps: int, lead_sds: float, rng: np.random.Generator,
     for j in range(1, steps):
         noise[..., j] = rho * noise[..., j - 1] + np.sqrt(1 - rho**2) * noise[..., j]
     return curve - lead_sds * sd + sd * noise
+
+
+def step_classes(mine: np.ndarray, theirs: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One comparison as its own family, with the report's test and correction: p values,
+    classes (``AHEAD``/``LEVEL``/``BEHIND``) per step and steps flagged per study."""
+    p = welch(mine, theirs)[0]
+    flagged, _ = family(p)
+    classes = np.where(flagged, np.sign(mine.mean(-2) - theirs.mean(-2)), LEVEL).astype(int)
+    return p, classes, flagged.sum(-1)
 
 
 def _limit(rate: float = FDR, studies: int = STUDIES) -> float:
