@@ -241,9 +241,9 @@ def launch_cost(device: str, record: Any) -> None:
     launches is one launch's host cost. On the CPU only the first: launches are
     interpreted there."""
     import torch
+    from host_work import host_seconds, layer_step, stubbed_launches
 
     from gan_mn.norm import MixtureNorm2d
-    from gan_mn.norm.host_work import host_seconds, layer_step, stubbed_launches
 
     dev = torch.device(device)
     x = torch.randn(8, 64, 4, 4, device=dev, requires_grad=True)
@@ -270,8 +270,9 @@ def launch_cost(device: str, record: Any) -> None:
 def compiled_kernels(device: str, record: Any) -> None:
     """What the GPU's own compile of each MN kernel came to: the kernels the sections
     before this one launched, as Triton's JIT cache holds them."""
-    from gan_mn.norm import triton_kernels
-    from gan_mn.norm.host_work import TRITON_KERNELS
+    from host_work import TRITON_KERNELS
+
+    from gan_mn.norm.triton import kernels as triton_kernels
 
     if device != "cuda":
         record("compile", "registers and spills of the compiled kernels",

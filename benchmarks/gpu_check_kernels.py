@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from host_work import count_host_work, count_launches, layer_step, stubbed_launches
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.norm.functional import EMSettings, MixtureNormFunction, MixtureState, StateUpdate
 from gan_mn.norm.gmm import Mixture
-from gan_mn.norm.host_work import count_host_work, count_launches, layer_step, stubbed_launches
 from gan_mn.norm.kernels import EAGER, TRITON
 
 RESULTS: list[dict[str, Any]] = []

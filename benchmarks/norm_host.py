@@ -6,7 +6,7 @@ On a GPU a small MN layer costs host time, not arithmetic. This prints, for one 
 backward (+ state update) after warm-up, side by side in one run:
 
 - new tensors, dispatcher operators and Python calls into gan_mn, and each Triton
-  launch's tensor arguments (launches recorded, not run: :mod:`gan_mn.norm.host_work`);
+  launch's tensor arguments (launches recorded, not run: ``benchmarks/host_work.py``);
 - host time per step of BN, and of MN with its launches replaced by no-ops (and, on
   CUDA, with real launches), best of 5 rounds, with the ratio to BN.
 
@@ -20,9 +20,9 @@ import argparse
 import os
 
 import torch
+from host_work import count_host_work, host_seconds, layer_step, stubbed_launches
 
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.norm.host_work import count_host_work, host_seconds, layer_step, stubbed_launches
 
 
 def main(argv: list[str] | None = None) -> None:

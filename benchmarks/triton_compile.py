@@ -2,7 +2,7 @@
 
     python benchmarks/triton_compile.py [--targets sm_80 sm_90] [--json out.json]
 
-The layer's launches are recorded, not run (``gan_mn.norm.host_work.stubbed_launches``),
+The layer's launches are recorded, not run (``host_work.stubbed_launches``, beside this script),
 with the tiles a 132-SM GPU (an H100) gets, over the cases below; each distinct one is
 compiled with its real arguments (so Triton's own specialisation applies: integers equal
 to 1, 16-byte alignment) for each target by Triton's NVIDIA backend, given a stand-in
@@ -90,7 +90,7 @@ def _as_target(capability: int) -> Iterator[None]:
 def _planned_as_h100() -> Iterator[None]:
     """The layer's Triton kernel set planning tiles for 132 SMs, on the CPU."""
     from gan_mn.norm import kernels
-    from gan_mn.norm.triton_launch import TritonKernels
+    from gan_mn.norm.triton.plan import TritonKernels
 
     saved = kernels.TRITON
     kernels.TRITON = TritonKernels(processors=H100_SMS)
@@ -200,7 +200,7 @@ def cases() -> dict[str, Callable[[], None]]:
 
 def record(case: Callable[[], None]) -> list[Any]:
     """The Triton launches ``case`` makes (recorded with their arguments, not run)."""
-    from gan_mn.norm.host_work import stubbed_launches
+    from host_work import stubbed_launches
 
     previous = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1"  # (CPU tensors reach the Triton kernel set)
@@ -247,7 +247,7 @@ def resources(compiled: Any) -> dict[str, int]:
 def compile_all(targets: tuple[str, ...] = ("sm_80", "sm_90"),
                 only: list[str] | None = None) -> list[Row]:
     """Every distinct launch of every case, compiled for each target."""
-    from gan_mn.norm import triton_kernels
+    from gan_mn.norm.triton import kernels as triton_kernels
 
     rows: list[Row] = []
     for name, case in cases().items():

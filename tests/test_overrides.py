@@ -14,7 +14,7 @@ import gan_mn
 def _our_classes() -> list[type]:
     classes = []
     for info in pkgutil.walk_packages(gan_mn.__path__, "gan_mn."):
-        if info.name.endswith(("triton_kernels", "__main__")):  # CUDA only; runs the CLI
+        if info.name.endswith(("triton.kernels", "__main__")):  # CUDA only; runs the CLI
             continue
         module = importlib.import_module(info.name)
         classes += [c for _, c in inspect.getmembers(module, inspect.isclass)

@@ -22,12 +22,22 @@ same code compiled by Inductor, or hand-written Triton kernels), and an optional
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
-from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView, fit, m_step, reseed_dead
+from gan_mn.norm.gmm import (
+    TINY,
+    BatchStats,
+    Collectives,
+    Mixture,
+    SampleView,
+    fit,
+    m_step,
+    reseed_dead,
+)
 
 
 class EMSettings(NamedTuple):
@@ -36,19 +46,6 @@ class EMSettings(NamedTuple):
     iters: int = 1  # EM iterations from the warm start (the last E-step's posteriors normalize)
     eps: float = 1e-5  # added to the component variances when normalizing
     var_floor: float = 1e-5  # smallest variance the E-step uses
-
-
-class Collectives(Protocol):
-    """Sums over the processes of a group (see :mod:`gan_mn.norm.sync`)."""
-
-    def sum_moments(self, mass: Tensor, s1: Tensor, s2: Tensor, count: float
-                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """A mini-batch's moments and sample count -> those of the global batch."""
-        ...
-
-    def sum_tables(self, p: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
-        """The backward's two ``(K, C)`` tables, summed."""
-        ...
 
 
 Layout = tuple[torch.Size, bool]  # the input's shape, and whether it is channels-last
@@ -108,7 +105,9 @@ class Forward(NamedTuple):
     """What a kernel set's training forward gives the Function."""
 
     out: Tensor  # (N, C, H, W), in the memory format of x; a tensor of its own (not a view)
-    stats: BatchStats  # the batch's mixture, means in the coordinates of x (read only on demand)
+    # the batch's mixture, means in the coordinates of x: a call, made only when they are
+    # asked for (the Triton kernels' are views of one buffer, and views cost host time)
+    stats: Callable[[], BatchStats]
     saved: tuple[Tensor | None, ...]  # the tensors the same kernel set's backward needs
     layout: Any  # and what else it needs (Layout for the torch kernels, a plan for Triton)
 
@@ -194,13 +193,12 @@ def eager_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     """
     view, c, z = shifted_samples(x, decomposed, shift)
     z2 = z * z
-    moments = None if sync is None else sync.sum_moments
     if posteriors is None and start is not None:
         shifted = Mixture(start.weight, start.mean - c, start.var)
-        tau, stats = fit(view, z, z2, shifted, em.iters, em.var_floor, detach, moments)
+        tau, stats = fit(view, z, z2, shifted, em.iters, em.var_floor, detach, sync)
     else:
         tau = posteriors
-        stats = m_step(view, tau, z, z2, sync=moments)
+        stats = m_step(view, tau, z, z2, sync=sync)
     inv_std = torch.rsqrt(stats.var + em.eps)  # compiled, this and normalize's are one op
     if torch.is_grad_enabled() or decomposed:
         out, a = normalize(view, z, tau, stats, em.eps, weight, bias)
@@ -292,7 +290,7 @@ class MixtureNormFunction(torch.autograd.Function):
         ctx.em, ctx.shift = em, shift
         if not with_stats:
             return res.out
-        s = res.stats
+        s = res.stats()
         outputs = (res.out, s.weight, s.mean, s.var, s.mass)
         ctx.mark_non_differentiable(*outputs[1:])
         return outputs

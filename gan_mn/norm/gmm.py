@@ -13,8 +13,7 @@ No function here synchronises with the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -181,9 +180,20 @@ class Mixture(NamedTuple):
     var: Tensor
 
 
-# Sums a mini-batch's moments over processes: (mass, s1, s2, count) -> the global ones.
-# ``None`` everywhere means one process (see gan_mn.norm.sync).
-MomentSync = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor, Tensor, Tensor]]
+class Collectives(Protocol):
+    """Sums over the processes of a group (see :mod:`gan_mn.norm.sync`); ``None``
+    wherever one is taken means one process."""
+
+    def sum_moments(self, mass: Tensor, s1: Tensor, s2: Tensor, count: float
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A mini-batch's moments and sample count -> those of the global batch."""
+        ...
+
+    def sum_tables(self, p: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+        """The backward's two ``(K, C)`` tables, summed."""
+        ...
+
+
 
 
 class BatchStats(NamedTuple):
@@ -206,7 +216,7 @@ def e_step(view: SampleView, z: Tensor, z2: Tensor, mix: Mixture, var_floor: flo
 
 
 def m_step(view: SampleView, tau: Tensor | None, z: Tensor, z2: Tensor,
-           centre: Tensor | None = None, sync: MomentSync | None = None) -> BatchStats:
+           centre: Tensor | None = None, sync: Collectives | None = None) -> BatchStats:
     """Weights, means and (biased) variances of the soft components ``tau``.
 
     ``centre`` ``(K, C)``, a point near each component's mean (the mixture the
@@ -221,7 +231,7 @@ def m_step(view: SampleView, tau: Tensor | None, z: Tensor, z2: Tensor,
     mass, s1, s2 = view.centred_moments(tau, z, z2, centre)
     count: Tensor | float = view.num_samples
     if sync is not None:
-        mass, s1, s2, count = sync(mass, s1, s2, float(view.num_samples))
+        mass, s1, s2, count = sync.sum_moments(mass, s1, s2, float(view.num_samples))
     return moments_to_stats(mass, s1, s2, count, centre)
 
 
@@ -237,7 +247,7 @@ def moments_to_stats(mass: Tensor, s1: Tensor, s2: Tensor, count: Tensor | float
 
 def fit(view: SampleView, z: Tensor, z2: Tensor, start: Mixture, iters: int,
         var_floor: float, detach: bool = False,
-        sync: MomentSync | None = None) -> tuple[Tensor, BatchStats]:
+        sync: Collectives | None = None) -> tuple[Tensor, BatchStats]:
     """``iters`` EM iterations from ``start``: the last posteriors and their M-step.
 
     ``detach`` holds the last posteriors constant for the gradient of the M-step.

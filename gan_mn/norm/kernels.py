@@ -3,7 +3,7 @@
 - ``eager``: the torch ops of :mod:`gan_mn.norm.functional` (batched matrix products).
 - ``inductor``: the same code in its decomposed form through ``torch.compile``: a few
   single-pass kernels; fast on the CPU.
-- ``triton``: hand-written Triton kernels (:mod:`gan_mn.norm.triton_kernels`), six
+- ``triton``: hand-written Triton kernels (:mod:`gan_mn.norm.triton.kernels`), six
   launches per forward + backward + state update; for CUDA, where the Inductor path's
   many small launches and guards cost far more than the arithmetic.
 
@@ -29,7 +29,6 @@ import torch
 from torch import Tensor
 
 from gan_mn.norm.functional import (
-    Collectives,
     EagerForward,
     EMSettings,
     Forward,
@@ -40,8 +39,8 @@ from gan_mn.norm.functional import (
     eager_forward,
     owned,
 )
-from gan_mn.norm.gmm import TINY, BatchStats, Mixture, SampleView
-from gan_mn.norm.triton_launch import TritonKernels
+from gan_mn.norm.gmm import TINY, BatchStats, Collectives, Mixture, SampleView
+from gan_mn.norm.triton.plan import TritonKernels
 
 log = logging.getLogger(__name__)
 KERNEL_CHOICES = ("auto", "eager", "inductor", "triton")
@@ -52,7 +51,8 @@ COMPILE_MAX_COMPONENTS = 8
 def _as_forward(res: EagerForward, x: Tensor) -> Forward:
     s = res.stats
     stats = BatchStats(s.mass, s.weight, s.mean + res.shift, s.var)
-    return Forward(owned(res.out), stats, (res.z, res.a, s.mass, s.weight, s.mean, res.inv_std),
+    return Forward(owned(res.out), lambda: stats,
+                   (res.z, res.a, s.mass, s.weight, s.mean, res.inv_std),
                    (x.shape, SampleView.is_channels_last(x)))
 
 

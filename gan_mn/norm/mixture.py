@@ -13,7 +13,6 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from gan_mn.errors import OptionError
 from gan_mn.norm.functional import (
-    Collectives,
     EMSettings,
     MixtureNormFunction,
     MixtureState,
@@ -23,7 +22,7 @@ from gan_mn.norm.functional import (
     shifted_samples,
     update_state,
 )
-from gan_mn.norm.gmm import BatchStats, Mixture, SampleView, e_step, seed
+from gan_mn.norm.gmm import BatchStats, Collectives, Mixture, SampleView, e_step, seed
 from gan_mn.norm.kernels import KERNEL_CHOICES, select_kernels
 from gan_mn.norm.options import check_eps, check_flag, check_momentum
 

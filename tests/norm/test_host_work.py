@@ -1,7 +1,7 @@
 """The Triton layer's host work per training step, held to its per-shape plan's counts:
 at most 6 new tensors (output, posteriors, one statistics buffer, three gradients), 30
 Python calls into gan_mn and 12 tensor arguments per launch. Counted with the launches
-recorded, not run (:mod:`gan_mn.norm.host_work`); timings live in
+recorded, not run (``benchmarks/host_work.py``); timings live in
 ``benchmarks/norm_host.py``."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.host_work import count_host_work, layer_step, stubbed_launches
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.norm.host_work import count_host_work, layer_step, stubbed_launches
 
 KERNELS = ["mn_stats", "mn_finalize", "mn_output", "mn_grad_reduce", "mn_grad_tables",
            "mn_grad_input"]

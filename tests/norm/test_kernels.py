@@ -19,7 +19,7 @@ from gan_mn.norm.functional import (
 )
 from gan_mn.norm.gmm import Mixture, SampleView, pick_index
 from gan_mn.norm.kernels import EAGER, INDUCTOR
-from gan_mn.norm.triton_launch import Blocks, TritonKernels
+from gan_mn.norm.triton.plan import Blocks, TritonKernels
 
 FORMATS = [torch.contiguous_format, torch.channels_last]
 # Small blocks: several sample blocks and channel chunks even on tiny inputs.
@@ -316,7 +316,7 @@ def test_a_triton_training_step_is_six_launches(interpret: None, k: int, em_iter
     """Forward, backward and state update of a seeded layer: two kernels per EM iteration,
     the output, three for the backward; the counter, the zeroing and the re-seeding picks
     are folded in (no torch operator that would launch a kernel on a GPU)."""
-    from gan_mn.norm.host_work import count_launches
+    from benchmarks.host_work import count_launches
 
     layer = MixtureNorm2d(8, k, em_iters=em_iters, kernels="triton")
     x = torch.randn(4, 8, 3, 5, requires_grad=True)

@@ -1,4 +1,4 @@
-"""The host side of MN's Triton kernels (:mod:`gan_mn.norm.triton_kernels`): one plan per
+"""The host side of MN's Triton kernels (:mod:`gan_mn.norm.triton.kernels`): one plan per
 input shape, then six launches per training step.
 
 On a GPU a small MN layer's cost is host time (the kernels run for microseconds), so a
@@ -20,20 +20,20 @@ the backward's ``[p BKC | u BKC]`` (``B`` blocks of samples), then the ``dx`` ta
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from gan_mn.norm.functional import (
-    Collectives,
     EMSettings,
     Forward,
     Needs,
     StateUpdate,
     dx_tables,
 )
-from gan_mn.norm.gmm import TINY, Mixture, SampleView
+from gan_mn.norm.gmm import TINY, BatchStats, Collectives, Mixture, SampleView
 
 
 class Blocks(NamedTuple):
@@ -60,30 +60,24 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@functools.cache
 def _kernels() -> Any:
     """The kernel module, imported on first use (``TRITON_INTERPRET`` is read then)."""
-    from gan_mn.norm import triton_kernels
-    return triton_kernels
+    from gan_mn.norm.triton import kernels
+    return kernels
 
 
-class PackedStats:
-    """The batch statistics the kernels write into one buffer ``[mass | weight | mean |
-    var | rstd]``, as :class:`BatchStats`'s fields (views, made only when asked for)."""
+def unpack_stats(buffer: Tensor, k: int, c: int) -> BatchStats:
+    """The batch statistics the kernels write into one buffer ``[mass K | weight K | mean
+    KC | var KC | rstd KC]``, as views (made only when asked for: on a GPU each costs
+    host time)."""
+    table = buffer[2 * k:].view(3, k, c)
+    return BatchStats(buffer[:k], buffer[k:2 * k], table[0], table[1])
 
-    __slots__ = ("buffer", "c", "k")
 
-    def __init__(self, buffer: Tensor, k: int, c: int) -> None:
-        self.buffer, self.k, self.c = buffer, k, c
-
-    def _table(self, i: int) -> Tensor:
-        start = 2 * self.k + i * self.k * self.c
-        return self.buffer[start:start + self.k * self.c].view(self.k, self.c)
-
-    mass = property(lambda self: self.buffer[:self.k])
-    weight = property(lambda self: self.buffer[self.k:2 * self.k])
-    mean = property(lambda self: self._table(0))
-    var = property(lambda self: self._table(1))
-    rstd = property(lambda self: self._table(2))
+def _rstd(buffer: Tensor, k: int, c: int) -> Tensor:
+    """The statistics buffer's last table, ``1 / sqrt(var + eps)``."""
+    return buffer[2 * k + 2 * k * c:].view(k, c)
 
 
 class Plan:
@@ -96,7 +90,7 @@ class Plan:
         n, c, h, w = x.shape
         self.m, self.c, self.ncomp, self.mode = n * h * w, c, ncomp, mode
         self.device = x.device
-        self.k = k = _kernels()  # (the module, looked up per launch: tests stub its kernels)
+        k = _kernels()
         self.memory_format = (torch.channels_last if SampleView.is_channels_last(x)
                               else torch.contiguous_format)
         s_shift = x.stride(1) if shift is None else shift.stride(0)
@@ -142,7 +136,7 @@ class Plan:
 
 
 class TritonKernels:
-    """MN's passes as the Triton kernels of :mod:`gan_mn.norm.triton_kernels`.
+    """MN's passes as the Triton kernels of :mod:`gan_mn.norm.triton.kernels`.
 
     float32 only (the layer computes in float32 under autocast), ``K`` up to
     :attr:`MAX_COMPONENTS` (larger mixtures would not fit a tile in registers). Tile sizes
@@ -214,7 +208,7 @@ class TritonKernels:
                None if start is None else start.weight.shape[0],
                None if shift is None else shift.stride(0), flags)
         plan = self._plans.get(key) or self._plan(key, x, posteriors, start, shift)
-        k = plan.k
+        k = _kernels()
         tau = None if plan.tau_shape is None else torch.empty(
             plan.tau_shape, device=plan.device, dtype=torch.float32)
         shift_arg, tau_arg = x if shift is None else shift, x if tau is None else tau
@@ -238,13 +232,14 @@ class TritonKernels:
                                             *plan.geometry, float(plan.m), em.eps, momentum,
                                             1.0, **plan.finalize_args[last])
             if not last:
-                stats = PackedStats(st, plan.ncomp, plan.c)
+                stats = unpack_stats(st, plan.ncomp, plan.c)
                 mix = (stats.weight, stats.mean, stats.var)
         y = torch.empty_like(x)
         k.mn_output[plan.rows_grid](x, shift_arg, tau_arg, st, x if weight is None else weight,
                                     x if bias is None else bias, y, state[6], *plan.geometry,
                                     **plan.output_args)
-        return Forward(y, PackedStats(st, plan.ncomp, plan.c), (x, shift, tau, st), plan)
+        return Forward(y, functools.partial(unpack_stats, st, plan.ncomp, plan.c),
+                       (x, shift, tau, st), plan)
 
     def posteriors(self, saved: tuple[Tensor | None, ...], plan: Plan) -> Tensor | None:
         """``tau`` (rows in sample order, ``(M, K)``) in the sample layout of ``x``."""
@@ -259,7 +254,7 @@ class TritonKernels:
                  sync: Collectives | None) -> tuple[Tensor | None, ...]:
         x, shift, tau, st = saved
         assert x is not None and st is not None
-        k = plan.k
+        k = _kernels()
         grad_out = grad_out.contiguous(memory_format=plan.memory_format)
         shift_arg, tau_arg = x if shift is None else shift, x if tau is None else tau
         k.mn_grad_reduce[plan.rows_grid](grad_out, x, shift_arg, tau_arg, st, plan.grad_part,
@@ -287,10 +282,10 @@ def _synced_tables(plan: Plan, shift: Tensor, st: Tensor, weight: Tensor | None,
     """Under a process group: the blocks' sums combined in torch, the weight and bias
     gradients (local, as DDP expects), the sums all-reduced, then the ``dx`` tables."""
     b, k, c = plan.num_blocks, plan.ncomp, plan.c
-    stats = PackedStats(st, k, c)
+    stats = unpack_stats(st, k, c)
     p = plan.grad_part[:b * k * c].view(b, k, c).sum(0)
     u = plan.grad_part[b * k * c:2 * b * k * c].view(b, k, c).sum(0)
-    mean_z, rstd, lam = stats.mean - shift, stats.rstd, stats.weight
+    mean_z, rstd, lam = stats.mean - shift, _rstd(st, k, c), stats.weight
     centred = u - mean_z * p
     gw = (rstd * centred).sum(0)
     gb = (lam.clamp_min(TINY).sqrt().unsqueeze(1) * p).sum(0)

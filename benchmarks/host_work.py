@@ -3,7 +3,8 @@
 On a GPU a small MN layer's cost is host time: Python, tensor allocations and kernel
 launches (their arguments included), not arithmetic. This module counts each of them
 for one forward + backward (+ state update), so that tests can hold the counts on any
-machine and benchmarks and ``gpu_check`` can print them:
+machine and benchmarks and ``gpu_check`` can print them. It is a development tool, not
+part of the package: the layer knows nothing of it (it stubs Triton's own launch call).
 
 - :func:`stubbed_launches` replaces MN's Triton kernels by recorders (nothing runs;
   the values computed are garbage, the host work is the real one);
@@ -17,7 +18,6 @@ machine and benchmarks and ``gpu_check`` can print them:
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-PACKAGE = str(Path(__file__).parents[1])  # (this file's counting code left out)
+import gan_mn
+
+PACKAGE = str(Path(gan_mn.__file__).parent)  # the Python calls counted: the package's
 TRITON_KERNELS = ("mn_stats", "mn_finalize", "mn_output", "mn_grad_reduce", "mn_grad_tables",
                   "mn_grad_input")
 
@@ -51,38 +53,31 @@ class HostWork(NamedTuple):
 @contextlib.contextmanager
 def stubbed_launches(record: bool = True, keep_calls: bool = False
                      ) -> Iterator[list[Launch]]:
-    """MN's Triton kernels replaced by recorders of their launches, or by no-ops (for
-    timing the rest), restored on exit. ``keep_calls`` keeps each launch's grid and
-    arguments (to compile it later); not when counting host work: references to the
-    gradients make autograd copy them."""
-    from gan_mn.norm import triton_kernels
+    """MN's Triton kernels' launches recorded instead of run, or made no-ops (for timing
+    the rest), restored on exit. The seam is Triton's own: ``kernel[grid](...)`` calls
+    the kernel's ``run``, replaced here on each kernel object. ``keep_calls`` keeps each
+    launch's grid and arguments (to compile it later); not when counting host work:
+    references to the gradients make autograd copy them."""
+    from gan_mn.norm.triton import kernels
 
     launches: list[Launch] = []
 
-    class Recorder:
-        def __init__(self, name: str) -> None:
-            self.name = name
+    def recorder(name: str) -> Callable[..., None]:
+        def run(*args: Any, grid: Any, warmup: bool, **kwargs: Any) -> None:
+            if record:
+                tensors = sum(isinstance(a, torch.Tensor) for a in args)
+                launches.append(Launch(name, tensors, len(args) - tensors, len(kwargs),
+                                       (grid, args, kwargs) if keep_calls else None))
+        return run
 
-        def __getitem__(self, grid: Any) -> Callable[..., None]:
-            return functools.partial(self.launch, grid) if record else _no_op
-
-        def launch(self, grid: Any, *args: Any, **kwargs: Any) -> None:
-            tensors = sum(isinstance(a, torch.Tensor) for a in args)
-            launches.append(Launch(self.name, tensors, len(args) - tensors, len(kwargs),
-                                   (grid, args, kwargs) if keep_calls else None))
-
-    saved = {name: getattr(triton_kernels, name) for name in TRITON_KERNELS}
+    stubbed = [getattr(kernels, name) for name in TRITON_KERNELS]
     try:
-        for name in TRITON_KERNELS:
-            setattr(triton_kernels, name, Recorder(name))
+        for name, kernel in zip(TRITON_KERNELS, stubbed, strict=True):
+            kernel.run = recorder(name)  # (an instance attribute hides the class's method)
         yield launches
     finally:
-        for name, kernel in saved.items():
-            setattr(triton_kernels, name, kernel)
-
-
-def _no_op(*args: Any, **kwargs: Any) -> None:
-    return None
+        for kernel in stubbed:
+            kernel.__dict__.pop("run", None)
 
 
 def _storages(values: Any) -> set[int]:
@@ -109,7 +104,7 @@ def count_host_work(step: Callable[[], Any], launches: list[Launch] | None = Non
 
     def profile(frame: Any, event: str, arg: Any) -> None:
         name = frame.f_code.co_filename
-        if event == "call" and name.startswith(PACKAGE) and name != __file__:
+        if event == "call" and name.startswith(PACKAGE):
             calls[0] += 1
 
     before = 0 if launches is None else len(launches)

@@ -1,7 +1,7 @@
 """Hand-written Triton kernels for Mixture Normalization's training forward and backward.
 
 Six launches per step (two more per extra EM iteration); the host side, with the buffer
-layouts, is :mod:`gan_mn.norm.triton_launch`. Forward: :func:`mn_stats` (posteriors,
+layouts, is :mod:`gan_mn.norm.triton.plan`. Forward: :func:`mn_stats` (posteriors,
 stored, and per-block moments), :func:`mn_finalize` (the M-step; after the last EM
 iteration also the state update), :func:`mn_output` (the output; it advances
 ``num_batches_tracked``). Backward: :func:`mn_grad_reduce` (per-block ``sum a dy`` and
