@@ -19,7 +19,8 @@ import numpy as np
 import yaml
 
 from gan_mn.errors import UserError
-from gan_mn.runs import ADDED_LATER, affects_results, flatten
+from gan_mn.files import atomic_write
+from gan_mn.runs import affects_results, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def _settings(config: dict[str, object]) -> dict[str, object]:
     seeds of one group must share them. The data folder is compared resolved (one folder
     named relative in one run and absolute in another is one folder)."""
     tree = {"model": config.get("model") or {}, "data": config.get("data") or {}}
-    values = {**ADDED_LATER, **flatten(tree)}
+    values = flatten(tree)
     if values.get("data.root") is not None:
         values["data.root"] = str(Path(str(values["data.root"])).expanduser().resolve())
     return {k: v for k, v in values.items() if affects_results(k)}
@@ -109,17 +110,44 @@ def _config(run_dir: Path) -> tuple[str, int, dict[str, object]]:
     return str(label), seed, _settings(config)
 
 
-def steps_done(row: dict[str, str], d_steps: int = 1) -> int | None:
-    """The generator steps done when a metrics.csv row was logged. gan-mn logs every row
-    at that step; older versions logged training rows at Lightning's 0-based batch index
-    (with ``d_steps`` discriminator batches per generator step), and only those rows
-    carry an ``epoch``."""
+def steps_done(row: dict[str, str]) -> int | None:
+    """The generator steps done when a metrics.csv row was logged (every row carries
+    them), or None for a row without a step."""
     step = _float(row.get("step"))
-    if step is None:
-        return None
-    if _float(row.get("epoch")) is None:
-        return int(step)
-    return (int(step) + 1) // d_steps
+    return None if step is None else int(step)
+
+
+def earlier_format(run_dir: Path) -> str:
+    """What a reader says of a run saved in an earlier format (the one place that names
+    the command that rewrites it)."""
+    return (f"{run_dir}: saved by an earlier gan-mn; `gan-mn migrate {run_dir}` rewrites "
+            "it once in today's format")
+
+
+# the column only an earlier gan-mn's metrics.csv has (its training rows were logged at
+# Lightning's batch index: see gan_mn.cli.migrate)
+EARLIER_STEP_COLUMN = "epoch"
+
+
+def metrics_fields(csv_path: Path) -> list[str]:
+    """metrics.csv's header; ReportError (one line) for one in an earlier format."""
+    with open(csv_path, newline="") as f:
+        fields = next(csv.reader(f), [])
+    if EARLIER_STEP_COLUMN in fields:
+        raise ReportError(earlier_format(csv_path.parent))
+    return fields
+
+
+def write_metrics(csv_path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
+    """Replace metrics.csv (atomically) by ``rows``, written as Lightning's CSV logger
+    writes them."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(csv_path, write)
 
 
 def metrics_rows(csv_path: Path) -> list[dict[str, str]]:
@@ -150,16 +178,16 @@ def read_run(run_dir: str | Path) -> RunLog:
         hint = (" (it has a wandb run, which compare does not read: keep the CSV logger on, "
                 "as `gan-mn fit` does by default)" if (run_dir / "wandb").is_dir() else "")
         raise ReportError(f"{run_dir}: no metrics.csv{hint}")
+    metrics_fields(csv_path)
     label, seed, settings = _config(run_dir)
     log = RunLog(run_dir, label, seed, settings)
     seconds: dict[int, float] = {}
-    d_steps = int(settings.get("model.d_steps") or 1)  # type: ignore[call-overload]
     for row in metrics_rows(csv_path):
-        step = steps_done(row, d_steps)
+        step = steps_done(row)
         if step is None:
             continue
         for key, text in row.items():
-            if key in ("step", "epoch"):
+            if key == "step":
                 continue
             value = _float(text)
             if value is None:

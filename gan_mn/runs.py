@@ -35,9 +35,6 @@ LOCATED = ("data.root",)
 # data.num_classes follows model.num_classes)
 NOT_SETTINGS = ("ckpt_path", "config", "weights_only", "overwrite", "data.seed",
                 "model.image_size", "data.num_classes")
-# settings added after runs were saved without them: their value then (the default now)
-ADDED_LATER = {"model.arch": "dcgan", "model.cuda_graph": False,
-               "data.per_batch_file": None, "model.num_classes": 0}
 
 
 def setting_class(key: str) -> str:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from gan_mn.cli import COMMANDS as SUBCOMMANDS
 from gan_mn.cli import main
 from gan_mn.configs import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-SUBCOMMANDS = ("fit", "evaluate", "sample", "compare", "study")
 
 
 def _anchor(heading: str) -> str:

@@ -1,5 +1,5 @@
 """The ``gan-mn`` command: ``fit`` (LightningCLI) and ``evaluate``, ``sample``, ``compare``,
-``study``.
+``study``, ``migrate``.
 
 Errors the user can fix (``UserError``: bad data, settings, checkpoints, paths; and the
 file-system errors a user causes) end with one line on stderr and exit status 2, not a
@@ -14,14 +14,15 @@ import os
 import sys
 from argparse import ArgumentError
 
-COMMANDS = ("fit", "evaluate", "sample", "compare", "study")
-USAGE = """usage: gan-mn {fit,evaluate,sample,compare,study} ... | --version
+COMMANDS = ("fit", "evaluate", "sample", "compare", "study", "migrate")
+USAGE = """usage: gan-mn {fit,evaluate,sample,compare,study,migrate} ... | --version
 
   fit -c CONFIG [--key value ...]  train (LightningCLI; `gan-mn fit --help` lists every key)
   evaluate CKPT [options]          IS/FID/KID/PRC of a checkpoint with torch-fidelity
   sample CKPT --num N --out F.png  generate a grid, or --out-dir DIR of PNGs
   compare RUN_DIR ... --out DIR    BN-vs-MN convergence report from run logs
   study --out DIR --data-root D    train every group x seed of a study (resumable)
+  migrate RUN_DIR ...              rewrite runs saved by an earlier gan-mn, once
 """
 
 
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             from gan_mn.cli.study import study_main
 
             return study_main(rest)
+        if command == "migrate":
+            from gan_mn.cli.migrate import migrate_main
+
+            return migrate_main(rest)
         if command != "fit":
             print(f"gan-mn: error: unknown command {command!r}; the commands are "
                   f"{', '.join(COMMANDS)} (`gan-mn --help`)", file=sys.stderr)

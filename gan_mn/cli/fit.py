@@ -44,6 +44,7 @@ from gan_mn.files import writable
 from gan_mn.labels import default_label, run_name
 from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
+from gan_mn.run_log import metrics_fields
 from gan_mn.torch_files import check, checkpoint_step, load
 from gan_mn.training import GAN, MixtureDiagnostics
 from gan_mn.training.checkpoint_io import AtomicCheckpointIO
@@ -222,6 +223,8 @@ class GANCLI(LightningCLI):
             raise RunError(f"no run to resume in {run_dir}: it has no last.ckpt (start it "
                            "without --ckpt_path" + (", with --overwrite true to discard "
                                                     "what is there)" if present else ")"))
+        if ckpt_path is not None and (run_dir / "metrics.csv").is_file():
+            metrics_fields(run_dir / "metrics.csv")  # (one in an earlier format is refused)
         if ckpt_path is not None and (run_dir / "config.yaml").is_file():
             self.save_config_kwargs["changes"] = resume_changes(
                 _plain(yaml.safe_load((run_dir / "config.yaml").read_text())),
@@ -331,7 +334,7 @@ class GANCLI(LightningCLI):
         if not path.is_file():
             raise RunError(f"checkpoint to resume from not found: {path}")
         step = checkpoint_step(path)
-        truncate_metrics(self.run_dir / "metrics.csv", step, self._run_config().model.d_steps)
+        truncate_metrics(self.run_dir / "metrics.csv", step)
 
 
 def _resume_path(cfg: Any) -> Path | None:

@@ -26,9 +26,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from typing_extensions import override
 
 from gan_mn.errors import UserError
-from gan_mn.files import atomic_write
-from gan_mn.run_log import metrics_rows, steps_done
-from gan_mn.runs import ADDED_LATER, flatten, frozen, setting_class
+from gan_mn.run_log import metrics_fields, metrics_rows, steps_done, write_metrics
+from gan_mn.runs import flatten, frozen, setting_class
 
 log = logging.getLogger(__name__)
 WANDB_MODES = ("offline", "online", "disabled")
@@ -116,15 +115,17 @@ def resume_changes(saved: dict[str, Any], requested: dict[str, Any]
     data): raise RunError naming every frozen setting that differs, else return the
     changed settings as ``{key: (old, new)}``."""
     old, new = flatten(saved), flatten(requested)
-    old = {**{k: v for k, v in ADDED_LATER.items() if k in new}, **old}
     changed = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
                if setting_class(k) != "not a setting" and old.get(k) != new.get(k)}
     kept = [k for k in changed if frozen(k)]
     if kept:
         detail = ", ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in kept)
+        absent = [k for k in kept if k not in old]
+        why = (f"; {', '.join(absent)} absent from the saved config: a run saved by an "
+               "earlier gan-mn, which `gan-mn migrate RUN_DIR` rewrites once" if absent else "")
         raise RunError(f"cannot resume with different settings: {detail} (model, data and "
                        "seed settings cannot change mid-run; start a new run with another "
-                       "--run_name, or again from step 0 with --overwrite true)")
+                       f"--run_name, or again from step 0 with --overwrite true{why})")
     return changed
 
 
@@ -168,25 +169,18 @@ class RunCSVLogger(CSVLogger):
         return self._experiment
 
 
-def truncate_metrics(metrics_file: Path, step: int, d_steps: int = 1) -> int:
+def truncate_metrics(metrics_file: Path, step: int) -> int:
     """Drop rows logged after ``step`` (the checkpoint a run resumes from), so that a
-    resumed run does not leave two values for the same step. Returns rows dropped.
-    (``d_steps``: the run's D steps per G step, for rows logged the old way.)"""
+    resumed run does not leave two values for the same step. Returns rows dropped."""
     if not metrics_file.is_file():
         return 0
+    fields = metrics_fields(metrics_file)
     with open(metrics_file, newline="") as f:
-        fields = next(csv.reader(f), [])
-        lines = sum(1 for _ in f)
+        lines = sum(1 for _ in f) - 1
     rows = metrics_rows(metrics_file)  # (rows cut short are dropped too)
-    keep = [r for r in rows if (done := steps_done(r, d_steps)) is None or done <= step]
+    keep = [r for r in rows if (done := steps_done(r)) is None or done <= step]
     if len(keep) < lines:
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(keep)
-
-        atomic_write(metrics_file, write)
+        write_metrics(metrics_file, fields, keep)
     return lines - len(keep)
 
 

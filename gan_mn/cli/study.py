@@ -31,7 +31,7 @@ from gan_mn.cli.args import ArgumentParser
 from gan_mn.configs import FOLDER as CONFIGS
 from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
-from gan_mn.run_log import metrics_rows, steps_done
+from gan_mn.run_log import metrics_fields, metrics_rows, steps_done
 
 # group -> (config, extra `gan-mn fit` options); each group's label is its name
 GROUPS: dict[str, tuple[str, list[str]]] = {
@@ -233,7 +233,6 @@ def _pairs(words: list[str]) -> list[tuple[str, str | None]]:
 def finished_step(run_dir: Path) -> int:
     """The run's step: from last.ckpt, or for a committed run (checkpoints are not
     committed) the last step its metrics.csv logged; -1 if it has neither."""
-    import yaml
 
     from gan_mn.torch_files import UnsafeFileError, checkpoint_step
 
@@ -242,11 +241,8 @@ def finished_step(run_dir: Path) -> int:
         metrics = run_dir / "metrics.csv"
         if not metrics.is_file():
             return -1
-        config = run_dir / "config.yaml"
-        model = ((yaml.safe_load(config.read_text()) or {}).get("model") or {}) \
-            if config.is_file() else {}
-        d_steps = int(model.get("d_steps") or 1)
-        steps = [s for r in metrics_rows(metrics) if (s := steps_done(r, d_steps)) is not None]
+        metrics_fields(metrics)  # (one in an earlier format is refused)
+        steps = [s for r in metrics_rows(metrics) if (s := steps_done(r)) is not None]
         return max(steps, default=-1)
     try:
         return checkpoint_step(last)

@@ -48,7 +48,7 @@ def test_a_run_without_checkpoint_is_not_appended_to(tmp_path: Path,
     instead of appending to the stale metrics.csv; --overwrite starts clean."""
     run = tmp_path / "smoke-seed0"
     run.mkdir()
-    (run / "metrics.csv").write_text("epoch,loss/d,step\n0,0.5,999\n")
+    (run / "metrics.csv").write_text("loss/d,step\n0.5,999\n")
     (run / "wandb-id").write_text("stale\n")
     assert fit(tmp_path) == 2
     message = error(capsys)

@@ -15,11 +15,11 @@ def write_run(root: Path, label: str, seed: int, fids: dict[int, float],
     run = root / f"{label}-seed{seed}"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(f"seed_everything: {seed}\nmodel:\n  label: {label}\n")
-    rows = [f"epoch,{FID},{ISC},loss/d,step,time/train_seconds"]
+    rows = [f"{FID},{ISC},loss/d,step,time/train_seconds"]
     last = max(fids)
-    for step in range(49, last + 1, 50):
-        rows.append(f"0,,,0.5,{step},{(step + 1) * seconds_per_step}")
+    for step in range(50, last + 1, 50):
+        rows.append(f",,0.5,{step},{step * seconds_per_step}")
     for step, fid in sorted(fids.items()):
-        rows.append(f",{fid},{10 - fid / 10},,{step},")
+        rows.append(f"{fid},{10 - fid / 10},,{step},")
     (run / "metrics.csv").write_text("\n".join(rows) + "\n" + extra_rows)
     return run

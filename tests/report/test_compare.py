@@ -90,7 +90,7 @@ def test_one_seed_gets_no_verdict(tmp_path: Path) -> None:
 
 def test_resumed_rows_keep_the_last_value(tmp_path: Path) -> None:
     run = write_run(tmp_path, "bn", 0, {100: 40, 200: 30},
-                    extra_rows=f",35,,,{200},\n")  # a resumed run logged step 200 again
+                    extra_rows=f"35,,,{200},\n")  # a resumed run logged step 200 again
     steps, fid = read_run(run).curve(FID)
     assert list(steps) == [100, 200] and list(fid) == [40, 35]
 
@@ -223,7 +223,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     elif case == "duplicate":
         args.append(str(write_run(tmp_path / "b", "bn", 0, {100: 41})))
     elif case == "no_fid":
-        (good / "metrics.csv").write_text("epoch,loss/d,step\n0,0.5,49\n")
+        (good / "metrics.csv").write_text("loss/d,step\n0.5,50\n")
     out = tmp_path / "out"
     cost = tmp_path / "cost.json"
     for name, value in (("zero", "0"), ("negative", "-1"), ("nan", "NaN")):
@@ -345,23 +345,6 @@ def test_max_step_compares_runs_of_unequal_length_over_the_steps_they_share(
     assert mine["reference_fid"] == pytest.approx(34.0)  # bn's mean curve at 300
 
 
-def test_rows_logged_the_old_way_with_several_d_steps(tmp_path: Path) -> None:
-    """Older versions logged training rows at Lightning's 0-based batch index (and an
-    epoch): with 2 D steps per G step, batch 399 ends generator step 200. Rows logged the
-    current way (no epoch) carry the generator steps done."""
-    from gan_mn.run_log import steps_done
-
-    old = write_run(tmp_path, "bn", 0, {200: 30})
-    with open(old / "config.yaml", "a") as f:
-        f.write("  d_steps: 2\n")
-    (old / "metrics.csv").write_text(f"epoch,{FID},step,time/train_seconds\n"
-                                     "0,,399,80.0\n"
-                                     f",30,200,\n")
-    run = read_run(old)
-    assert run.train_seconds[0].tolist() == [200] and run.train_seconds[1].tolist() == [80.0]
-    assert steps_done({"epoch": "", "step": "200"}, d_steps=2) == 200
-
-
 def test_class_accuracy_is_compared_as_class_error(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """``--metric cacc...``: the report is built on the class error (1 - accuracy), lower
@@ -374,8 +357,8 @@ def test_class_accuracy_is_compared_as_class_error(tmp_path: Path,
             text = (run / "metrics.csv").read_text().splitlines()
             values = iter(accuracy)
             rows = [text[0] + ",cacc2k_cifar10-proxy,ifid2k_train"] + [
-                line + (f",{next(values) + seed / 100},{50 - seed}" if line.startswith(",")
-                        else ",,") for line in text[1:]]
+                line + (",," if line.startswith(",")  # (training rows: no FID)
+                        else f",{next(values) + seed / 100},{50 - seed}") for line in text[1:]]
             (run / "metrics.csv").write_text("\n".join(rows) + "\n")
             runs.append(str(run))
     out = tmp_path / "class"

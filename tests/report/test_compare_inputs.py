@@ -39,9 +39,9 @@ def test_a_run_without_fid_is_named_with_the_cause(tmp_path: Path,
     good = write_run(tmp_path, "bn", 0, {100: 20.0, 200: 10.0})
     bad = write_run(tmp_path, "mn-g", 0, {100: 20.0, 200: 10.0})
     if case == "header only":
-        (bad / "metrics.csv").write_text(f"epoch,{FID},step\n")
+        (bad / "metrics.csv").write_text(f"{FID},step\n")
     elif case == "no fid":
-        (bad / "metrics.csv").write_text("epoch,loss/d,step\n0,0.5,49\n")
+        (bad / "metrics.csv").write_text("loss/d,step\n0.5,50\n")
     extra = ["--max-step", "50"] if case == "max step" else []
     assert _compare(str(good), str(bad), "--out", str(tmp_path / "out"), *extra) == 2
     line = error(capsys)
