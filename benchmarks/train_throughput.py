@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from gan_mn.data import GANDataModule, UInt8Images
-from gan_mn.training import GAN, discriminator_loss, generator_loss
+from gan_mn.training import GAN, LOSSES
 
 
 class StepTimer(pl.Callback):
@@ -68,12 +68,12 @@ def bare_round(model: GAN, images: torch.Tensor, batch_size: int, steps: int,
             batch = next(it)
         real = batch.float().div_(127.5).sub_(1.0)
         fake = g(g.sample_latent(real.shape[0]))
-        loss_d = discriminator_loss(h.loss, d(real), d(fake.detach()))
+        loss_d = LOSSES[h.loss].discriminator(d(real), d(fake.detach()))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         d.requires_grad_(False)
-        loss_g = generator_loss(h.loss, d(fake))
+        loss_g = LOSSES[h.loss].generator(d(fake))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

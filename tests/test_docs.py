@@ -144,3 +144,41 @@ def test_every_command_of_every_page_names_what_exists(page: Path) -> None:
             split = words.index("--") if "--" in words else len(words)
             for option in _options(words[2:split]):
                 assert f'"{option}"' in script.read_text(), (option, words)
+
+
+def _table(page: Path, header: str) -> list[list[str]]:
+    """The rows of the table under ``header`` (its first line) in ``page``, cells
+    stripped of their code marks."""
+    lines = page.read_text().splitlines()
+    start = lines.index(header) + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def _names(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def test_the_docs_tables_of_registered_names_are_the_registries() -> None:
+    """The families, norm kinds and losses in training.md's table and the study groups in
+    compare.md's are exactly what is registered, in the order registered."""
+    from gan_mn.cli.study import GROUPS
+    from gan_mn.models import FAMILIES
+    from gan_mn.norm import NORM_KINDS
+    from gan_mn.training import LOSSES
+
+    options = {_names(option)[0]: _names(names)
+               for option, names in _table(ROOT / "docs" / "training.md", "| option | names |")}
+    assert options == {"--model.arch": list(FAMILIES), "--model.g_norm": list(NORM_KINDS),
+                       "--model.loss": list(LOSSES)}
+    rows = _table(ROOT / "docs" / "compare.md", "| group | config | options |")
+    assert [_names(group)[0] for group, _, _ in rows] == list(GROUPS)
+    for group, config, given in rows:
+        entry = GROUPS[_names(group)[0]]
+        assert _names(config) == [entry.config.removesuffix(".yaml")], group
+        words = [w for cell in _names(given) for w in shlex.split(cell)]
+        assert words == entry.options, group

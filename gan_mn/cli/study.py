@@ -25,35 +25,45 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gan_mn.cli.args import ArgumentParser
 from gan_mn.configs import FOLDER as CONFIGS
 from gan_mn.errors import UserError
 from gan_mn.files import atomic_write
+from gan_mn.registry import Registry
 from gan_mn.run_log import metrics_fields, metrics_rows, steps_done
 
-# group -> (config, extra `gan-mn fit` options); each group's label is its name
-GROUPS: dict[str, tuple[str, list[str]]] = {
-    "bn": ("dcgan_bn.yaml", []),
-    "mn-g": ("dcgan_mn.yaml", []),  # K=3, one warm-started EM iteration per batch
-    "mn-gd": ("dcgan_mn_gd.yaml", []),
-    "mn-g-k2": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 2}}"]),
-    "mn-g-k5": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 5}}"]),
-    "mn-g-em3": ("dcgan_mn.yaml", ["--model.norm_kwargs", "{mn: {em_iters: 3}}"]),
-    # SNGAN's families: spectral norm in D, hinge loss, 5 D steps per G step (the configs)
-    "sngan-bn": ("sngan_bn.yaml", []),
-    "sngan-mn-g": ("sngan_mn.yaml", []),
-    "sngan-mn-g-k5": ("sngan_mn.yaml", ["--model.norm_kwargs", "{mn: {num_components: 5}}"]),
-    "resnet-bn": ("resnet_bn.yaml", []),
-    "resnet-mn-g": ("resnet_mn.yaml", []),
-    # class-conditional DCGAN on CIFAR-10's 10 classes: conditional BN or MN in G, a
-    # projection discriminator (BN in D)
-    "cbn": ("dcgan_bn.yaml", ["--model.num_classes", "10"]),
-    "cmn-g": ("dcgan_mn.yaml", ["--model.num_classes", "10"]),
-    "cmn-g-k5": ("dcgan_mn.yaml", ["--model.num_classes", "10", "--model.norm_kwargs",
-                                   "{mn: {num_components: 5}}"]),
-}
+
+class Group(NamedTuple):
+    """A study group: its packaged config and extra ``gan-mn fit`` options (its label is
+    its name)."""
+
+    config: str
+    options: list[str]
+
+
+GROUPS: Registry[Group] = Registry("group")
+K2, K5, EM3 = (["--model.norm_kwargs", f"{{mn: {{{option}}}}}"]
+               for option in ("num_components: 2", "num_components: 5", "em_iters: 3"))
+GROUPS.register("bn", Group("dcgan_bn.yaml", []))
+# K=3, one warm-started EM iteration per batch
+GROUPS.register("mn-g", Group("dcgan_mn.yaml", []))
+GROUPS.register("mn-gd", Group("dcgan_mn_gd.yaml", []))
+GROUPS.register("mn-g-k2", Group("dcgan_mn.yaml", K2))
+GROUPS.register("mn-g-k5", Group("dcgan_mn.yaml", K5))
+GROUPS.register("mn-g-em3", Group("dcgan_mn.yaml", EM3))
+# SNGAN's families: spectral norm in D, hinge loss, 5 D steps per G step (the configs)
+GROUPS.register("sngan-bn", Group("sngan_bn.yaml", []))
+GROUPS.register("sngan-mn-g", Group("sngan_mn.yaml", []))
+GROUPS.register("sngan-mn-g-k5", Group("sngan_mn.yaml", K5))
+GROUPS.register("resnet-bn", Group("resnet_bn.yaml", []))
+GROUPS.register("resnet-mn-g", Group("resnet_mn.yaml", []))
+# class-conditional DCGAN on CIFAR-10's 10 classes: conditional BN or MN in G, a
+# projection discriminator (BN in D)
+GROUPS.register("cbn", Group("dcgan_bn.yaml", ["--model.num_classes", "10"]))
+GROUPS.register("cmn-g", Group("dcgan_mn.yaml", ["--model.num_classes", "10"]))
+GROUPS.register("cmn-g-k5", Group("dcgan_mn.yaml", ["--model.num_classes", "10", *K5]))
 
 
 # What the study sets for every run, and the study option that sets it: given after --,
@@ -82,7 +92,7 @@ def parser() -> ArgumentParser:
                    help="torch-fidelity extractor (cifar10-proxy is built in and offline)")
     p.add_argument("--plugin", default=None, help="extractor plugin file or module")
     p.add_argument("--cache-dir", default="~/.cache/gan-mn/fidelity")
-    p.add_argument("--groups", nargs="+", default=["bn", "mn-g"], choices=sorted(GROUPS))
+    p.add_argument("--groups", nargs="+", default=["bn", "mn-g"], choices=GROUPS.names())
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--eval-every", type=int, default=500)

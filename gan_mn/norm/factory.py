@@ -1,7 +1,9 @@
-"""``make_norm``: the one way models and configs build a normalization layer."""
+"""``make_norm``: the one way models and configs build a normalization layer, by kind
+(:data:`NORM_KINDS`, where each kind is registered once)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -10,8 +12,10 @@ from gan_mn.errors import OptionError
 from gan_mn.norm.conditional import ConditionalBatchNorm2d, ConditionalMixtureNorm2d
 from gan_mn.norm.mixture import MixtureNorm2d
 from gan_mn.norm.options import check_eps, check_flag, check_momentum
+from gan_mn.registry import Registry
 
-NORM_KINDS = ("bn", "mn", "sn", "none")
+# kind -> builder (num_features, num_classes, options) -> the layer after a convolution
+NORM_KINDS: Registry[Callable[[int, int, dict[str, Any]], nn.Module]] = Registry("norm kind")
 # spectral norm's options (torch.nn.utils.parametrizations.spectral_norm) and their checks
 SN_OPTIONS = {"n_power_iterations": lambda v: isinstance(v, int) and not isinstance(v, bool)
               and v >= 1,
@@ -30,36 +34,50 @@ def make_norm(kind: str, num_features: int, num_classes: int = 0, **kwargs: Any)
     the affine part (no ``affine`` option). Errors are ``ValueError``s naming the bad
     argument.
     """
-    if kind not in NORM_KINDS:
-        raise OptionError(f"norm kind must be one of {', '.join(NORM_KINDS)}; got {kind!r}")
-    if kind == "none":
-        if kwargs:
-            raise OptionError(f"norm 'none' takes no arguments, got {sorted(kwargs)}")
-        return nn.Identity()
-    if kind == "sn":
-        for key, value in kwargs.items():
-            if key not in SN_OPTIONS:
-                raise OptionError(f"invalid argument for norm 'sn': {key!r} (its options are "
-                                  f"{', '.join(SN_OPTIONS)})")
-            if not SN_OPTIONS[key](value):
-                raise OptionError(f"norm 'sn': {key} must be "
-                                  f"{'a positive integer' if key != 'eps' else 'positive'}, "
-                                  f"got {value!r}")
-        return nn.Identity()
-    cls: type[nn.Module] = nn.BatchNorm2d if kind == "bn" else MixtureNorm2d
-    if kind == "bn":  # (nn.BatchNorm2d checks none of these itself)
-        check_eps(kwargs.get("eps", 1e-5))
-        check_momentum(kwargs.get("momentum", 0.1))
-        for flag in ("affine", "track_running_stats"):
-            check_flag(flag, kwargs.get(flag, True))
-    if num_classes:
-        refused = [k for k in ("affine", "track_running_stats") if k in kwargs]
-        if refused:
-            raise OptionError(f"conditional {kind}: its class embeddings are its gain and "
-                              f"bias; it takes no {refused[0]} option")
-        cls = ConditionalBatchNorm2d if kind == "bn" else ConditionalMixtureNorm2d
-        kwargs = {"num_classes": num_classes, **kwargs}
-    try:
-        return cls(num_features, **kwargs)
-    except TypeError as err:  # an argument the layer does not have
-        raise OptionError(f"invalid argument for norm {kind!r}: {err}") from None
+    return NORM_KINDS[kind](num_features, num_classes, kwargs)
+
+
+def _none(num_features: int, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    if kwargs:
+        raise OptionError(f"norm 'none' takes no arguments, got {sorted(kwargs)}")
+    return nn.Identity()
+
+
+def _spectral(num_features: int, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    for key, value in kwargs.items():
+        if key not in SN_OPTIONS:
+            raise OptionError(f"invalid argument for norm 'sn': {key!r} (its options are "
+                              f"{', '.join(SN_OPTIONS)})")
+        if not SN_OPTIONS[key](value):
+            raise OptionError(f"norm 'sn': {key} must be "
+                              f"{'a positive integer' if key != 'eps' else 'positive'}, "
+                              f"got {value!r}")
+    return nn.Identity()
+
+
+def _normalizer(kind: str, plain: type[nn.Module], conditional: type[nn.Module]
+                ) -> Callable[[int, int, dict[str, Any]], nn.Module]:
+    def build(num_features: int, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+        if kind == "bn":  # (nn.BatchNorm2d checks none of these itself)
+            check_eps(kwargs.get("eps", 1e-5))
+            check_momentum(kwargs.get("momentum", 0.1))
+            for flag in ("affine", "track_running_stats"):
+                check_flag(flag, kwargs.get(flag, True))
+        cls = plain
+        if num_classes:
+            refused = [k for k in ("affine", "track_running_stats") if k in kwargs]
+            if refused:
+                raise OptionError(f"conditional {kind}: its class embeddings are its gain "
+                                  f"and bias; it takes no {refused[0]} option")
+            cls, kwargs = conditional, {"num_classes": num_classes, **kwargs}
+        try:
+            return cls(num_features, **kwargs)
+        except TypeError as err:  # an argument the layer does not have
+            raise OptionError(f"invalid argument for norm {kind!r}: {err}") from None
+    return build
+
+
+NORM_KINDS.register("bn", _normalizer("bn", nn.BatchNorm2d, ConditionalBatchNorm2d))
+NORM_KINDS.register("mn", _normalizer("mn", MixtureNorm2d, ConditionalMixtureNorm2d))
+NORM_KINDS.register("sn", _spectral)
+NORM_KINDS.register("none", _none)

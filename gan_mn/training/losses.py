@@ -1,29 +1,29 @@
-"""GAN losses on discriminator logits: non-saturating (DCGAN) and hinge."""
+"""GAN losses on discriminator logits (:data:`LOSSES`, where each is registered once):
+non-saturating (DCGAN) and hinge."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor
 
-LossKind = Literal["ns", "hinge"]
-LOSS_KINDS = ("ns", "hinge")
+from gan_mn.registry import Registry
 
 
-def discriminator_loss(kind: LossKind, real: Tensor, fake: Tensor) -> Tensor:
-    """Loss the discriminator minimises, given its logits on real and generated images."""
-    if kind == "ns":  # -log D(x) - log(1 - D(G(z))), in logit form for stability
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
-    if kind == "hinge":
-        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
-    raise ValueError(f"loss must be one of {LOSS_KINDS}, got {kind!r}")
+class Loss(NamedTuple):
+    """What the discriminator minimises given its logits on real and generated images,
+    and what the generator minimises given the logits on its images."""
+
+    discriminator: Callable[[Tensor, Tensor], Tensor]
+    generator: Callable[[Tensor], Tensor]
 
 
-def generator_loss(kind: LossKind, fake: Tensor) -> Tensor:
-    """Loss the generator minimises, given the discriminator's logits on its images."""
-    if kind == "ns":  # -log D(G(z)): the non-saturating loss
-        return F.softplus(-fake).mean()
-    if kind == "hinge":
-        return -fake.mean()
-    raise ValueError(f"loss must be one of {LOSS_KINDS}, got {kind!r}")
+LOSSES: Registry[Loss] = Registry("loss")
+# -log D(x) - log(1 - D(G(z))) in logit form, for stability; the generator's -log D(G(z))
+LOSSES.register("ns", Loss(lambda real, fake: F.softplus(-real).mean() + F.softplus(fake).mean(),
+                           lambda fake: F.softplus(-fake).mean()))
+LOSSES.register("hinge", Loss(lambda real, fake: F.relu(1.0 - real).mean()
+                              + F.relu(1.0 + fake).mean(),
+                              lambda fake: -fake.mean()))

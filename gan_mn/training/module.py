@@ -24,11 +24,15 @@ from typing_extensions import override
 from gan_mn.errors import OptionError, UserError
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.labels import default_label
-from gan_mn.models import build_models, sampling
+from gan_mn.models import FAMILIES, build_models, sampling
 from gan_mn.norm import NORM_KINDS, make_norm
 from gan_mn.training.finite_watch import FiniteWatch, check_state_finite
-from gan_mn.training.losses import LOSS_KINDS, LossKind
+from gan_mn.training.losses import LOSSES
 from gan_mn.training.step import GANUpdate, Step, generator_cycle
+
+# the CLI's choices (`gan-mn fit --help`), read from the registries
+Arch = Literal[FAMILIES.names()]  # type: ignore[valid-type]
+LossName = Literal[LOSSES.names()]  # type: ignore[valid-type]
 
 
 class GAN(pl.LightningModule):
@@ -68,19 +72,19 @@ class GAN(pl.LightningModule):
     """
 
     def __init__(self, label: str | None = None,
-                 arch: Literal["dcgan", "sngan", "resnet"] = "dcgan", z_dim: int = 100,
+                 arch: Arch = "dcgan", z_dim: int = 100,
                  g_channels: Sequence[int] = (512, 256, 128),
                  d_channels: Sequence[int] = (64, 128, 256),
                  g_norm: str | list[str] = "bn", d_norm: str | list[str] = "bn",
                  norm_kwargs: dict[str, dict[str, Any]] | None = None,
-                 loss: LossKind = "ns", lr_g: float = 2e-4, lr_d: float = 2e-4,
+                 loss: LossName = "ns", lr_g: float = 2e-4, lr_d: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), d_steps: int = 1,
                  sample_every_n_steps: int = 500, num_grid_samples: int = 64,
                  image_size: int = 32, cuda_graph: bool | Literal["auto"] = False,
                  num_classes: int = 0) -> None:
         super().__init__()
-        if loss not in LOSS_KINDS:
-            raise UserError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
+        if loss not in LOSSES:
+            raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if d_steps < 1:
             raise UserError(f"d_steps must be at least 1, got {d_steps}")
         if not (lr_g > 0 and lr_d > 0):
@@ -97,7 +101,7 @@ class GAN(pl.LightningModule):
                             "off (or auto)")
         unknown = set(norm_kwargs or {}) - set(NORM_KINDS)
         if unknown:
-            raise UserError(f"norm_kwargs keys must be norm kinds {NORM_KINDS}, "
+            raise UserError(f"norm_kwargs keys must be norm kinds {', '.join(NORM_KINDS)}, "
                              f"got {sorted(unknown)}")
         self.save_hyperparameters()
         self.label = label or default_label(g_norm, d_norm, norm_kwargs, arch, num_classes)

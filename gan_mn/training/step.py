@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gan_mn.training.losses import LossKind, discriminator_loss, generator_loss
+from gan_mn.training.losses import LOSSES
 
 
 @contextmanager
@@ -46,7 +46,7 @@ class GANUpdate:
 
     generator: nn.Module
     discriminator: nn.Module
-    loss: LossKind
+    loss: str  # a name in LOSSES
     opt_d: torch.optim.Optimizer
     opt_g: torch.optim.Optimizer
     backward: Callable[[Tensor], None] = field(default=Tensor.backward)
@@ -59,7 +59,7 @@ class GANUpdate:
         the loss and the fake batch (for the generator's step). Class-conditional models
         get the real images' labels ``y_real`` and the fake ones' ``y_fake``."""
         fake = _call(self.generator, z, y_fake)
-        loss_d = discriminator_loss(self.loss, _call(self.discriminator, real, y_real),
+        loss_d = LOSSES[self.loss].discriminator(_call(self.discriminator, real, y_real),
                                     _call(self.discriminator, fake.detach(), y_fake))
         self.opt_d.zero_grad(set_to_none=True)
         self.backward(loss_d)
@@ -74,7 +74,7 @@ class GANUpdate:
         weights take no gradient) and its backward, ready for G's optimiser step."""
         freeze = self.freeze_d or (lambda: frozen(self.discriminator))
         with freeze():
-            loss_g = generator_loss(self.loss, _call(self.discriminator, fake, y_fake))
+            loss_g = LOSSES[self.loss].generator(_call(self.discriminator, fake, y_fake))
             self.opt_g.zero_grad(set_to_none=True)
             self.backward(loss_g)
         return loss_g

@@ -197,12 +197,12 @@ def test_an_internal_error_keeps_its_traceback(tmp_path: Path,
     """A bug (here a ValueError planted inside training) is not turned into a one-line
     user error with exit 2: it propagates out of the entry point, so Python prints its
     traceback and exits 1."""
-    import gan_mn.training.step as step
+    from gan_mn.training.losses import LOSSES, Loss
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("planted internal bug")
 
-    monkeypatch.setattr(step, "discriminator_loss", broken)
+    monkeypatch.setitem(LOSSES._entries, "ns", Loss(broken, broken))
     with pytest.raises(ValueError, match="planted internal bug"):
         fit(tmp_path)
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from gan_mn.labels import default_label
-from gan_mn.models import ARCHS, build_models
+from gan_mn.models import FAMILIES, build_models
 from gan_mn.norm import MixtureNorm2d
 
 DCGAN_DEFAULTS = ((512, 256, 128), (64, 128, 256))  # "the family's own widths"
@@ -67,7 +67,7 @@ def test_sngan_resnet_matches_table_4() -> None:
     assert feats.shape == (2, 128, 8, 8)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", FAMILIES.names())
 def test_spectral_norm_on_every_layer_of_an_sn_discriminator(arch: str) -> None:
     _, d = _build(arch)
     weighted = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
