@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from gan_mn.errors import OptionError
 from gan_mn.norm.mixture import MixtureNorm2d
+from gan_mn.norm.options import check_count
 
 
 class ConditionalNorm2d(nn.Module):
@@ -26,9 +27,7 @@ class ConditionalNorm2d(nn.Module):
 
     def __init__(self, norm: nn.Module, num_features: int, num_classes: int) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) \
-                or num_classes < 1:
-            raise OptionError(f"num_classes must be a positive integer, got {num_classes!r}")
+        check_count("num_classes", num_classes)
         self.num_features = num_features
         self.num_classes = num_classes
         self.norm = norm

@@ -11,15 +11,14 @@ from torch import nn
 from gan_mn.errors import OptionError
 from gan_mn.norm.conditional import ConditionalBatchNorm2d, ConditionalMixtureNorm2d
 from gan_mn.norm.mixture import MixtureNorm2d
-from gan_mn.norm.options import check_eps, check_flag, check_momentum
+from gan_mn.norm.options import check_count, check_eps, check_flag, check_momentum
 from gan_mn.registry import Registry
 
 # kind -> builder (num_features, num_classes, options) -> the layer after a convolution
 NORM_KINDS: Registry[Callable[[int, int, dict[str, Any]], nn.Module]] = Registry("norm kind")
 # spectral norm's options (torch.nn.utils.parametrizations.spectral_norm) and their checks
-SN_OPTIONS = {"n_power_iterations": lambda v: isinstance(v, int) and not isinstance(v, bool)
-              and v >= 1,
-              "eps": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+SN_OPTIONS: dict[str, Callable[[Any], object]] = {
+    "n_power_iterations": lambda v: check_count("n_power_iterations", v), "eps": check_eps}
 
 
 def make_norm(kind: str, num_features: int, num_classes: int = 0, **kwargs: Any) -> nn.Module:
@@ -48,10 +47,7 @@ def _spectral(num_features: int, num_classes: int, kwargs: dict[str, Any]) -> nn
         if key not in SN_OPTIONS:
             raise OptionError(f"invalid argument for norm 'sn': {key!r} (its options are "
                               f"{', '.join(SN_OPTIONS)})")
-        if not SN_OPTIONS[key](value):
-            raise OptionError(f"norm 'sn': {key} must be "
-                              f"{'a positive integer' if key != 'eps' else 'positive'}, "
-                              f"got {value!r}")
+        SN_OPTIONS[key](value)
     return nn.Identity()
 
 

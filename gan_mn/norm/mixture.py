@@ -24,13 +24,7 @@ from gan_mn.norm.functional import (
 )
 from gan_mn.norm.gmm import BatchStats, Collectives, Mixture, SampleView, e_step, seed
 from gan_mn.norm.kernels import KERNEL_CHOICES, select_kernels
-from gan_mn.norm.options import check_eps, check_flag, check_momentum
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OptionError(f"{name} must be a positive integer, got {value!r}")
-    return value
+from gan_mn.norm.options import check_count, check_eps, check_flag, check_momentum
 
 
 class MixtureNorm2d(nn.Module):
@@ -83,11 +77,10 @@ class MixtureNorm2d(nn.Module):
                  seed_iters: int = 10, detach_posteriors: bool = True, kernels: str = "auto",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.num_features = _check_positive_int("num_features", num_features)
-        self.num_components = _check_positive_int("num_components", num_components)
-        self.em_iters = _check_positive_int("em_iters", em_iters)
-        if isinstance(seed_iters, bool) or not isinstance(seed_iters, int) or seed_iters < 0:
-            raise OptionError(f"seed_iters must be a non-negative integer, got {seed_iters!r}")
+        self.num_features = check_count("num_features", num_features)
+        self.num_components = check_count("num_components", num_components)
+        self.em_iters = check_count("em_iters", em_iters)
+        check_count("seed_iters", seed_iters, least=0)
         check_eps(eps)
         check_momentum(momentum)
         check_flag("affine", affine)

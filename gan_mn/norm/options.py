@@ -1,4 +1,5 @@
-"""Checks of the options BN and MN share, with messages that name the option."""
+"""The norm layers' argument checks, in one place (BN's, MN's, the conditional layers'
+and spectral norm's): ``OptionError``s (``ValueError``) whose messages name the option."""
 
 from __future__ import annotations
 
@@ -28,4 +29,14 @@ def check_momentum(momentum: Any) -> float | None:
 def check_flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def check_count(name: str, value: Any, least: int = 1) -> int:
+    """An integer of at least ``least`` (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        kind = "a positive integer" if least == 1 else f"an integer of at least {least}"
+        if least == 0:
+            kind = "a non-negative integer"
+        raise OptionError(f"{name} must be {kind}, got {value!r}")
     return value
