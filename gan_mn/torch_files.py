@@ -36,12 +36,18 @@ def _allowed() -> Any:
         yield
 
 
-def load(path: str | Path, what: str = "checkpoint") -> Any:
+def load(path: str | Path, what: str = "checkpoint", lazy: bool = False) -> Any:
     """``torch.load`` of ``path`` on the CPU with ``weights_only=True``. A file holding
     other objects raises :class:`UnsafeFileError` (one line; nothing from it ran); other
-    failures (a truncated or foreign file) propagate, for the caller to word."""
+    failures (a truncated or foreign file) propagate, for the caller to word. ``lazy``
+    maps the tensors' data instead of reading it (for the entries beside them)."""
     try:
         with _allowed():
+            if lazy:
+                try:
+                    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # not a zip archive: no mapping, read it all
+                    pass
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise _refusal(path, what, _unsafe_globals(path)) from err
@@ -78,7 +84,14 @@ def _unsafe_globals(path: str | Path) -> list[str]:
         return []
 
 
+def checkpoint_entries(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint's entries (its step, hyperparameters, callbacks' and
+    datamodule's states), its tensors mapped, not read: the one light read of what a
+    checkpoint says about its run."""
+    ckpt = load(path, lazy=True)
+    return ckpt if isinstance(ckpt, dict) else {}
+
+
 def checkpoint_step(path: str | Path) -> int:
     """The generator steps a Lightning checkpoint has trained (its ``global_step``)."""
-    ckpt = load(path)
-    return int(ckpt.get("global_step", 0)) if isinstance(ckpt, dict) else 0
+    return int(checkpoint_entries(path).get("global_step", 0))

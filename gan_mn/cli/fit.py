@@ -45,7 +45,7 @@ from gan_mn.labels import default_label, run_name
 from gan_mn.metrics import FidelityCallback
 from gan_mn.norm import MixtureNorm2d
 from gan_mn.run_log import metrics_fields
-from gan_mn.torch_files import check, checkpoint_step, load
+from gan_mn.torch_files import check, checkpoint_entries, checkpoint_step
 from gan_mn.training import GAN, MixtureDiagnostics
 from gan_mn.training.checkpoint_io import AtomicCheckpointIO
 from gan_mn.training.distributed import NormSync, unused_parameters_strategy
@@ -299,7 +299,7 @@ class GANCLI(LightningCLI):
         path = _resume_path(cfg)
         if path is None or not path.is_file():
             return  # (no run to resume is refused elsewhere)
-        ckpt = load(path)
+        ckpt = checkpoint_entries(path)
         done, max_steps = int(ckpt.get("global_step", 0)), cfg.trainer.max_steps
         if max_steps is not None and max_steps != -1 and max_steps <= done:
             raise RunError(f"nothing to train: the run is at step {done} and "
