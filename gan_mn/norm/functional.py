@@ -33,11 +33,11 @@ from gan_mn.norm.gmm import (
     BatchStats,
     Collectives,
     Mixture,
-    SampleView,
     fit,
     m_step,
     reseed_dead,
 )
+from gan_mn.norm.layout import SampleView
 
 
 class EMSettings(NamedTuple):

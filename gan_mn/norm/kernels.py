@@ -39,7 +39,8 @@ from gan_mn.norm.functional import (
     eager_forward,
     owned,
 )
-from gan_mn.norm.gmm import TINY, BatchStats, Collectives, Mixture, SampleView
+from gan_mn.norm.gmm import TINY, BatchStats, Collectives, Mixture
+from gan_mn.norm.layout import SampleView
 from gan_mn.norm.triton.plan import TritonKernels
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,9 @@ from gan_mn.norm.functional import (
     shifted_samples,
     update_state,
 )
-from gan_mn.norm.gmm import BatchStats, Collectives, Mixture, SampleView, e_step, seed
+from gan_mn.norm.gmm import BatchStats, Collectives, Mixture, e_step, seed
 from gan_mn.norm.kernels import KERNEL_CHOICES, select_kernels
+from gan_mn.norm.layout import SampleView
 from gan_mn.norm.options import check_count, check_eps, check_flag, check_momentum
 
 

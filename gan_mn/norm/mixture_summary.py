@@ -15,7 +15,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from gan_mn.norm.gmm import TINY, Mixture, SampleView, e_step
+from gan_mn.norm.gmm import TINY, Mixture, e_step
+from gan_mn.norm.layout import SampleView
 from gan_mn.norm.mixture import MixtureNorm2d
 
 FIELDS = ("effective_components", "posterior_entropy", "separation", "min_weight",

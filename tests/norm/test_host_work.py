@@ -55,7 +55,7 @@ def test_the_counts_see_what_they_count(interpret: None) -> None:
 
 
 def _python_call(x: torch.Tensor) -> torch.Tensor:
-    from gan_mn.norm.gmm import SampleView  # (gan_mn code: counted)
+    from gan_mn.norm.layout import SampleView  # (gan_mn code: counted)
 
     SampleView.is_channels_last(x)
     return x[0].clone()

@@ -17,8 +17,9 @@ from gan_mn.norm.functional import (
     MixtureState,
     StateUpdate,
 )
-from gan_mn.norm.gmm import Mixture, SampleView, pick_index
+from gan_mn.norm.gmm import Mixture, pick_index
 from gan_mn.norm.kernels import EAGER, INDUCTOR
+from gan_mn.norm.layout import SampleView
 from gan_mn.norm.triton.plan import Blocks, TritonKernels
 
 FORMATS = [torch.contiguous_format, torch.channels_last]

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from gan_mn.norm import MixtureNorm2d
-from gan_mn.norm.gmm import Mixture, SampleView, e_step
+from gan_mn.norm.gmm import Mixture, e_step
+from gan_mn.norm.layout import SampleView
 
 
 def _two_points(n: int) -> torch.Tensor:

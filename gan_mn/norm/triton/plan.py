@@ -33,7 +33,8 @@ from gan_mn.norm.functional import (
     StateUpdate,
     dx_tables,
 )
-from gan_mn.norm.gmm import TINY, BatchStats, Collectives, Mixture, SampleView
+from gan_mn.norm.gmm import TINY, BatchStats, Collectives, Mixture
+from gan_mn.norm.layout import SampleView
 
 
 class Blocks(NamedTuple):
