@@ -4,8 +4,9 @@ run, in ``OUT/runs/<group>-seed<S>/``; ``gan-mn compare OUT/runs/* --out OUT`` r
 Resumable: a run that reached ``--steps`` is skipped, one that stopped early continues
 from its ``last.ckpt``; run the same command again after a kill. A run another process is
 training (its run directory's lock, :class:`gan_mn.cli.rundir.RunLock`) is skipped. Each
-launch is appended to ``OUT/manifest.json``: the command, the code version (git commit),
-package versions, the machine, start and end, and what each run did.
+launch is appended to ``OUT/manifest.json``: the command, the code version (the git
+commit when it started), package versions, the machine, start and end, and what each run
+did.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -110,13 +111,13 @@ def study_main(argv: list[str]) -> int:
     a.extra = argv[split + 1:]
     check_options(a)
     jobs = [(g, s) for s in a.seeds for g in a.groups]  # seed-major: partial studies balance
-    started = _now()
+    started, version = _now(), code_version()
     children = Children()
     with children.stopped_by_sigterm(), ThreadPoolExecutor(max_workers=a.parallel) as pool:
         lines = list(pool.map(lambda job: run_one(a, *job, children), jobs))
     for line in lines:
         print(line, flush=True)
-    record_launch(Path(a.out), argv, started, lines)
+    record_launch(Path(a.out), argv, started, lines, version)
     if children.stopped:
         print("gan-mn: study stopped by a signal; run the same command again to resume",
               file=sys.stderr)
@@ -327,8 +328,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def record_launch(out: Path, argv: list[str], started: str, lines: list[str]) -> None:
-    """Append this launch to ``OUT/manifest.json``; a study's README is written from it."""
+def code_version() -> dict[str, object]:
+    """The git commit of the clone gan-mn runs from, and whether its tree differs from it
+    (None outside a clone). Read when a launch starts: the tree may move while its runs
+    train, and the runs are the start's code."""
     clone = Path(__file__).resolve().parents[2]  # (an installed package is in no clone)
 
     def git(*args: str) -> str | None:
@@ -340,15 +343,24 @@ def record_launch(out: Path, argv: list[str], started: str, lines: list[str]) ->
         except (OSError, subprocess.CalledProcessError):
             return None
 
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit,
+            "uncommitted_changes": None if commit is None else bool(git("status", "--porcelain"))}
+
+
+def record_launch(out: Path, argv: list[str], started: str, lines: list[str],
+                  version: dict[str, object]) -> None:
+    """Append this launch to ``OUT/manifest.json`` (``version``: :func:`code_version` at
+    its start); a study's README is written from it."""
     path = out / "manifest.json"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".manifest.lock", "a") as lock:  # concurrent launches: one at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _append_launch(path, argv, started, lines, git)
+        _append_launch(path, argv, started, lines, version)
 
 
 def _append_launch(path: Path, argv: list[str], started: str, lines: list[str],
-                   git: Callable[..., str | None]) -> None:
+                   version: dict[str, object]) -> None:
     import torch
 
     manifest = json.loads(path.read_text()) if path.is_file() else {"launches": []}
@@ -360,8 +372,7 @@ def _append_launch(path: Path, argv: list[str], started: str, lines: list[str],
             packages[name] = None
     manifest["launches"].append({
         "command": ["gan-mn", "study", *argv],
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain")),
+        **version,
         "packages": packages, "python": sys.version.split()[0],
         "machine": {"cpus": os.cpu_count(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()

@@ -105,11 +105,14 @@ def test_concurrent_launches_each_get_their_manifest_entry(tmp_path: Path) -> No
         assert worker.exitcode == 0
     launches = json.loads((tmp_path / "manifest.json").read_text())["launches"]
     assert sorted(launch["runs"][0] for launch in launches) == [f"run {i}" for i in range(8)]
+    # each with the code version it was given (read at its start), not the tree's now
+    assert sorted(launch["commit"] for launch in launches) == [f"c{i}" for i in range(8)]
 
 
 def _launch(out: Path, i: int, start: Any) -> None:
     start.wait()
-    record_launch(out, ["--out", str(out)], "now", [f"run {i}"])
+    record_launch(out, ["--out", str(out)], "now", [f"run {i}"],
+                  {"commit": f"c{i}", "uncommitted_changes": False})
 
 
 @pytest.mark.slow  # real processes
