@@ -83,7 +83,7 @@ def test_console_script_answers_bad_input_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "gan-mn: error: unknown command 'fti'; the commands are fit, evaluate, sample, "
-        "compare, study (`gan-mn --help`)"]
+        "compare, study, migrate (`gan-mn --help`)"]
 
 
 def test_missing_config_file_is_one_line(tmp_path: Path,
