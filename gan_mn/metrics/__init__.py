@@ -19,7 +19,7 @@ from gan_mn.metrics.protocol import (
     parse_metrics,
 )
 
-_LAZY = {"FidelityCallback": "callback", "UInt8Generator": "fidelity",
+_LAZY = {"FidelityCallback": "fidelity_callback", "UInt8Generator": "fidelity",
          "compute_metrics": "fidelity", "load_plugin": "fidelity",
          "reference_cache_name": "fidelity"}
 
