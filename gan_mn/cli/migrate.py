@@ -71,7 +71,9 @@ def migrate_run(run_dir: Path) -> list[str]:
     if missing:
         for key, value in missing.items():
             section, name = key.split(".")
-            config.setdefault(section, {})[name] = value
+            if not isinstance(config.get(section), dict):  # (absent, or `model:` left empty)
+                config[section] = {}
+            config[section][name] = value
         path = run_dir / "config.yaml"
         # (the comment LightningCLI opens it with, the Lightning version, is kept)
         lines = path.read_text().splitlines(keepends=True)

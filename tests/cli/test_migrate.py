@@ -65,6 +65,13 @@ def test_migrate_checks_every_directory_before_rewriting_any(
     assert (run / "metrics.csv").read_bytes() == before
 
 
+def test_an_empty_section_is_filled(tmp_path: Path) -> None:
+    run = _earlier_run(tmp_path / "runs")
+    (run / "config.yaml").write_text("seed_everything: 0\nmodel:\n  label: bn\ndata:\n")
+    assert main(["migrate", str(run)]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"] == {"per_batch_file": None}
+
+
 def test_a_resume_of_an_earlier_run_names_migrate() -> None:
     saved = {"seed_everything": 0, "model": {"label": "bn"}}
     with pytest.raises(RunError, match=r"model.num_classes absent from the saved config.*"
