@@ -129,10 +129,15 @@ def earlier_format(run_dir: Path) -> str:
 EARLIER_STEP_COLUMN = "epoch"
 
 
+def metrics_header(csv_path: Path) -> list[str]:
+    """metrics.csv's header, as written (empty for an empty file)."""
+    with open(csv_path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
 def metrics_fields(csv_path: Path) -> list[str]:
     """metrics.csv's header; ReportError (one line) for one in an earlier format."""
-    with open(csv_path, newline="") as f:
-        fields = next(csv.reader(f), [])
+    fields = metrics_header(csv_path)
     if EARLIER_STEP_COLUMN in fields:
         raise ReportError(earlier_format(csv_path.parent))
     return fields

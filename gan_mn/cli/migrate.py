@@ -16,7 +16,6 @@ Each file is replaced atomically; a directory already in today's format is left 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,13 @@ import yaml
 
 from gan_mn.cli.args import ArgumentParser
 from gan_mn.files import atomic_write
-from gan_mn.run_log import EARLIER_STEP_COLUMN, ReportError, metrics_rows, write_metrics
+from gan_mn.run_log import (
+    EARLIER_STEP_COLUMN,
+    ReportError,
+    metrics_header,
+    metrics_rows,
+    write_metrics,
+)
 from gan_mn.runs import flatten
 
 # settings added after runs were saved without them: their value then (the default now)
@@ -45,11 +50,6 @@ def _config(run_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _header(csv_path: Path) -> list[str]:
-    with open(csv_path, newline="") as f:
-        return next(csv.reader(f), [])
-
-
 def migrate_run(run_dir: Path) -> list[str]:
     """Rewrite ``run_dir`` in today's format; return what was rewritten (empty: nothing
     to do)."""
@@ -58,7 +58,7 @@ def migrate_run(run_dir: Path) -> list[str]:
     config = _config(run_dir)
     done: list[str] = []
     csv_path = run_dir / "metrics.csv"
-    if csv_path.is_file() and EARLIER_STEP_COLUMN in (fields := _header(csv_path)):
+    if csv_path.is_file() and EARLIER_STEP_COLUMN in (fields := metrics_header(csv_path)):
         d_steps = int((config.get("model") or {}).get("d_steps") or 1)
         rows = metrics_rows(csv_path)
         for row in rows:

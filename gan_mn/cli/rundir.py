@@ -8,7 +8,6 @@ Everything a run writes lives there: ``last.ckpt`` (and ``best-fid-*.ckpt``),
 
 from __future__ import annotations
 
-import csv
 import errno
 import fcntl
 import json
@@ -26,7 +25,13 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from typing_extensions import override
 
 from gan_mn.errors import UserError
-from gan_mn.run_log import metrics_fields, metrics_rows, steps_done, write_metrics
+from gan_mn.run_log import (
+    metrics_fields,
+    metrics_header,
+    metrics_rows,
+    steps_done,
+    write_metrics,
+)
 from gan_mn.runs import flatten, frozen, setting_class
 
 log = logging.getLogger(__name__)
@@ -148,9 +153,7 @@ class _AppendingWriter(ExperimentWriter):
     @override
     def _check_log_dir_exists(self) -> None:
         if os.path.isfile(self.metrics_file_path):
-            with open(self.metrics_file_path, newline="") as f:
-                header = next(csv.reader(f), [])
-            self.metrics_keys = list(header)
+            self.metrics_keys = metrics_header(Path(self.metrics_file_path))
 
 
 class RunCSVLogger(CSVLogger):

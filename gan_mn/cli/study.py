@@ -244,7 +244,6 @@ def _pairs(words: list[str]) -> list[tuple[str, str | None]]:
 def finished_step(run_dir: Path) -> int:
     """The run's step: from last.ckpt, or for a committed run (checkpoints are not
     committed) the last step its metrics.csv logged; -1 if it has neither."""
-
     from gan_mn.torch_files import UnsafeFileError, checkpoint_step
 
     last = run_dir / "last.ckpt"

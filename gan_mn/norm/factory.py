@@ -51,14 +51,20 @@ def _spectral(num_features: int, num_classes: int, kwargs: dict[str, Any]) -> nn
     return nn.Identity()
 
 
-def _normalizer(kind: str, plain: type[nn.Module], conditional: type[nn.Module]
+def _check_batchnorm(kwargs: dict[str, Any]) -> None:
+    """``nn.BatchNorm2d`` checks none of its options itself (MN's layer does)."""
+    check_eps(kwargs.get("eps", 1e-5))
+    check_momentum(kwargs.get("momentum", 0.1))
+    for flag in ("affine", "track_running_stats"):
+        check_flag(flag, kwargs.get(flag, True))
+
+
+def _normalizer(kind: str, plain: type[nn.Module], conditional: type[nn.Module],
+                check: Callable[[dict[str, Any]], None] | None = None
                 ) -> Callable[[int, int, dict[str, Any]], nn.Module]:
     def build(num_features: int, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
-        if kind == "bn":  # (nn.BatchNorm2d checks none of these itself)
-            check_eps(kwargs.get("eps", 1e-5))
-            check_momentum(kwargs.get("momentum", 0.1))
-            for flag in ("affine", "track_running_stats"):
-                check_flag(flag, kwargs.get(flag, True))
+        if check is not None:
+            check(kwargs)
         cls = plain
         if num_classes:
             refused = [k for k in ("affine", "track_running_stats") if k in kwargs]
@@ -73,7 +79,8 @@ def _normalizer(kind: str, plain: type[nn.Module], conditional: type[nn.Module]
     return build
 
 
-NORM_KINDS.register("bn", _normalizer("bn", nn.BatchNorm2d, ConditionalBatchNorm2d))
+NORM_KINDS.register("bn", _normalizer("bn", nn.BatchNorm2d, ConditionalBatchNorm2d,
+                                      _check_batchnorm))
 NORM_KINDS.register("mn", _normalizer("mn", MixtureNorm2d, ConditionalMixtureNorm2d))
 NORM_KINDS.register("sn", _spectral)
 NORM_KINDS.register("none", _none)

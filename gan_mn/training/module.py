@@ -25,7 +25,7 @@ from gan_mn.errors import OptionError, UserError
 from gan_mn.images import grid_image, log_image, save_png
 from gan_mn.labels import default_label
 from gan_mn.models import FAMILIES, build_models, sampling
-from gan_mn.norm import NORM_KINDS, make_norm
+from gan_mn.norm import make_norm
 from gan_mn.training.finite_watch import FiniteWatch, check_state_finite
 from gan_mn.training.losses import LOSSES
 from gan_mn.training.step import GANUpdate, Step, generator_cycle
@@ -83,8 +83,6 @@ class GAN(pl.LightningModule):
                  image_size: int = 32, cuda_graph: bool | Literal["auto"] = False,
                  num_classes: int = 0) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if d_steps < 1:
             raise UserError(f"d_steps must be at least 1, got {d_steps}")
         if not (lr_g > 0 and lr_d > 0):
@@ -99,13 +97,10 @@ class GAN(pl.LightningModule):
         if cuda_graph and num_classes:
             raise UserError("class-conditional models run eagerly: leave --model.cuda_graph "
                             "off (or auto)")
-        unknown = set(norm_kwargs or {}) - set(NORM_KINDS)
-        if unknown:
-            raise UserError(f"norm_kwargs keys must be norm kinds {', '.join(NORM_KINDS)}, "
-                             f"got {sorted(unknown)}")
         self.save_hyperparameters()
         self.label = label or default_label(g_norm, d_norm, norm_kwargs, arch, num_classes)
-        try:  # check every option given, even for a kind no layer uses yet
+        try:  # the registries' names, and every option given, even for a kind no layer uses
+            LOSSES[loss]
             for kind, kwargs in (norm_kwargs or {}).items():
                 make_norm(kind, 4, **kwargs)
             self.generator, self.discriminator = build_models(
